@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# On machines with a local CPU build this spec installs it; any other spec downloads gigabytes of CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo clean bench-synth
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check spine_monai pipelines tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m pipelines.demo
+
+bench-synth: install
+	$(BIN)/python -m pipelines.bench_synth
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output bench_output
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,5 @@
+import sys
+
+from spine_monai.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""``spine-monai``: thin subcommands over the package's functions.
+
+Exit codes: 0 success; 1 the command ran but found bad input (listed on stderr); 2 usage error or nothing
+usable at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from spine_monai.errors import DataError
+
+__all__ = ["build_parser", "main"]
+
+
+def _print_problems(title: str, problems: Sequence[dict]) -> None:
+    if problems:
+        print(f"{title} ({len(problems)}):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p['path']}: {p['reason']}", file=sys.stderr)
+
+
+def _cmd_synth_xray(args: argparse.Namespace) -> int:
+    from spine_monai.data.synth_xray import parse_size, write_xray_dataset
+
+    size = parse_size(args.size)
+    doc = write_xray_dataset(
+        args.out, args.cases, seed=args.seed, size=size, damaged_fraction=args.damaged_fraction, workers=args.workers
+    )
+    n_damaged = sum(c["class"] == "Damaged" for c in doc["cases"].values())
+    print(f"wrote {len(doc['cases'])} patients ({n_damaged} Damaged) at {size[0]}x{size[1]} to {args.out}")
+    return 0
+
+
+def _split_structures(text: str | None, views: Sequence[str]) -> tuple[str, ...]:
+    from spine_monai.data.layout import STRUCTURES
+
+    if text is None:
+        return tuple(s for v in views for s in STRUCTURES[v])
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _cmd_datalist_xray(args: argparse.Namespace) -> int:
+    from spine_monai.data.xray import build_xray_datalist
+
+    views = tuple(v.strip().upper() for v in args.views.split(",") if v.strip())
+    structures = _split_structures(args.structures, views)
+    datalist = build_xray_datalist(
+        args.root,
+        folds=args.folds,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        views=views,
+        structures=structures,
+        verify_pixels=not args.no_verify,
+    )
+    return _finish_datalist(args, datalist)
+
+
+def _finish_datalist(args: argparse.Namespace, datalist: dict) -> int:
+    from spine_monai.data.datalist import write_datalist
+
+    _print_problems("warnings", datalist["warnings"])
+    _print_problems("problems: these were left out", datalist["problems"])
+    n_good = len(datalist["training"]) + len(datalist["testing"])
+    if n_good == 0:
+        print(f"error: no usable records under {args.root}; nothing written", file=sys.stderr)
+        return 2
+    write_datalist(args.out, datalist)
+    print(
+        f"wrote {args.out}: {len(datalist['training'])} training records in {datalist['num_folds']} folds, "
+        f"{len(datalist['testing'])} testing, {len(datalist['problems'])} problems"
+    )
+    if datalist["problems"] and not args.allow_incomplete:
+        print("exit status 1 because of the problems above; pass --allow-incomplete to accept them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_datalist_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, type=Path, help="dataset root")
+    p.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="fraction held out as 'testing' (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="exit 0 even when some records had problems (they are still listed)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spine-monai", description="MONAI-based spine X-ray and MRI toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="write synthetic datasets in the real on-disk layouts")
+    synth_sub = synth.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    sx = synth_sub.add_parser(
+        "xray",
+        help="synthetic AP + LAT spine radiographs in the ELL888 layout",
+        description="Write <out>/{Normal,Damaged}/ID (<n>)/{AP,LAT}/ with RGB JPEGs, 1-bit "
+        "PNG masks per structure and <out>/ground_truth.json.",
+    )
+    sx.add_argument("--out", required=True, type=Path, help="destination folder")
+    sx.add_argument("--cases", type=int, default=40, help="number of patients (default 40)")
+    sx.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
+    sx.add_argument("--size", default="384x576", help="WxH of each image (default 384x576; real films ~1900x2900)")
+    sx.add_argument("--damaged-fraction", type=float, default=0.5, help="fraction of Damaged patients (default 0.5)")
+    sx.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    sx.set_defaults(func=_cmd_synth_xray)
+
+    datalist = sub.add_parser("datalist", help="scan a dataset tree and write a MONAI datalist JSON")
+    dl_sub = datalist.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    dx = dl_sub.add_parser(
+        "xray",
+        help="scan an ELL888-layout tree",
+        description="Scan <root>/{Normal,Damaged}/ID (<n>)/{AP,LAT}/ into one record per patient "
+        "with patient-level, class-stratified folds. Bad patients are listed with reasons and "
+        "left out; the exit status is 1 unless --allow-incomplete.",
+    )
+    _add_datalist_common(dx)
+    dx.add_argument("--views", default="AP,LAT", help="views every patient must have (default AP,LAT)")
+    dx.add_argument(
+        "--structures",
+        default=None,
+        help="comma-separated masks every patient must have (default: all of the views'); "
+        "'' for none, e.g. for classification only",
+    )
+    dx.add_argument("--no-verify", action="store_true", help="check the folder structure only; do not decode files")
+    dx.set_defaults(func=_cmd_datalist_xray)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

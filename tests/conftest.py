@@ -1,0 +1,59 @@
+"""Shared fixtures: small synthetic datasets generated once per session and copied where a test edits them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from spine_monai.data.synth_xray import write_xray_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def xray_root(tmp_path_factory) -> Path:
+    """Eight synthetic patients (4 Normal, 4 Damaged) at the default size; read-only for tests."""
+    root = tmp_path_factory.mktemp("xray") / "data"
+    write_xray_dataset(root, cases=8, seed=3, workers=1)
+    return root
+
+
+@pytest.fixture
+def xray_copy(xray_root, tmp_path) -> Path:
+    """A private copy of ``xray_root`` that a test may damage."""
+    dst = tmp_path / "data"
+    shutil.copytree(xray_root, dst)
+    return dst
+
+
+def write_dx_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", slope: float = 1.0, intercept: float = 0.0):
+    """Write a single-frame DX radiograph with pydicom, as a PACS export would."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(pixels, dtype=np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.PatientID = "synthetic"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
