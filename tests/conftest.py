@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 from pathlib import Path
 
@@ -57,3 +59,20 @@ def write_dx_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", slope: 
     ds.PixelData = pixels.tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+@contextlib.contextmanager
+def raises_in_chain(exc_type: type[BaseException], match: str | None = None):
+    """Like ``pytest.raises``, but finds ``exc_type`` anywhere in the cause chain.
+
+    MONAI wraps errors raised inside config expressions and transforms in a ``RuntimeError``; the user sees
+    both in the traceback, and the test checks the one that carries the message.
+    """
+    with pytest.raises(BaseException) as info:
+        yield info
+    err: BaseException | None = info.value
+    while err is not None and not isinstance(err, exc_type):
+        err = err.__cause__ or err.__context__
+    assert err is not None, f"no {exc_type.__name__} in the chain of {info.value!r}"
+    if match is not None:
+        assert re.search(match, str(err)), f"{match!r} not in {str(err)!r}"

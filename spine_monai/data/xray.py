@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from spine_monai.data.datalist import assign_splits
+from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records
 from spine_monai.data.io import image_size, read_mask, read_radiograph
 from spine_monai.data.layout import (
     ALL_STRUCTURES,
@@ -267,3 +267,155 @@ def build_xray_datalist(
         "problems": [p.to_dict() for p in scan.problems],
         "warnings": [p.to_dict() for p in scan.warnings],
     }
+
+
+def xray_view_records(
+    datalist: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    view: str,
+    structures: Sequence[str],
+    split: str,
+    fold: int | None = None,
+) -> list[dict]:
+    """Records for a segmentation bundle: one view's image and its masks, with absolute paths.
+
+    Args:
+        datalist: path of a datalist written by ``spine-monai datalist xray``.
+        dataset_dir: the root the datalist's paths are relative to.
+        view: ``"AP"`` or ``"LAT"``.
+        structures: mask names, in channel order.
+        split: ``"train"``, ``"validation"``, ``"test"``, ``"training"`` or ``"all"`` (see ``select_records``).
+        fold: the validation fold.
+
+    Returns:
+        dicts with ``image`` (path), ``label`` (list of mask paths), ``patient``, ``output_subdir`` and ``stem``.
+
+    Raises:
+        DataError: for a missing or empty datalist, or records lacking the view or a structure (all listed).
+    """
+    structures = check_structures(structures)
+    wrong = [s for s in structures if view_of_structure(s) != view]
+    if wrong:
+        raise ValueError(f"structures {wrong} do not belong to the {view} view")
+    records = select_records(read_datalist(datalist), split, fold=fold, source=datalist)
+    resolved = resolve_paths(records, [view, *structures], dataset_dir, source=str(datalist))
+    return [
+        {
+            "image": r[view],
+            "label": [r[s] for s in structures],
+            "patient": r.get("patient", Path(r[view]).parent.as_posix()),
+            "output_subdir": Path(src[view]).parent.as_posix(),
+            "stem": Path(src[view]).stem,
+        }
+        for r, src in zip(resolved, records, strict=True)
+    ]
+
+
+@dataclass
+class InferenceInputs:
+    """The images an inference run will process, and the ones it could not read."""
+
+    records: list[dict]
+    problems: list[Problem]
+
+    def finish(self, output_dir: str | os.PathLike, strict: bool = True) -> None:
+        """Write ``failures.csv`` (always, possibly empty) and, if ``strict``, fail after everything else ran.
+
+        Raises:
+            DataError: listing every input that was skipped, when ``strict`` and there were any.
+        """
+        import csv
+
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "failures.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "reason"])
+            writer.writeheader()
+            writer.writerows(p.to_dict() for p in self.problems)
+        if self.problems:
+            import logging
+
+            logging.getLogger(__name__).error(
+                "%d of %d inputs were skipped (see %s):\n%s",
+                len(self.problems),
+                len(self.problems) + len(self.records),
+                out / "failures.csv",
+                "\n".join(f"  - {p}" for p in self.problems),
+            )
+            if strict:
+                raise DataError(self.problems)
+
+
+_MASK_NAMES = {(s + MASK_EXTENSION).lower() for s in ALL_STRUCTURES}
+
+
+def xray_inference_inputs(
+    source: str | os.PathLike,
+    view: str,
+    datalist: str | os.PathLike | None = None,
+    split: str = "all",
+    workers: int | None = None,
+) -> InferenceInputs:
+    """Find the images to segment, from a folder or a datalist, and check each can be read.
+
+    In a folder, images named after the view (``AP.jpg``, ``AP.dcm``, as in the ELL888 layout) are taken
+    if there are any; otherwise every image file that is not a structure mask or an overlay. Outputs go
+    to a folder mirroring the input: ``Damaged/ID (3)/AP/AP.jpg`` gives ``Damaged/ID (3)/AP/Ap_Vertebra.png``
+    and ``scans/img7.jpg`` gives ``scans/img7/Ap_Vertebra.png``.
+
+    Args:
+        source: a folder of images, or the dataset root when ``datalist`` is given.
+        view: ``"AP"`` or ``"LAT"``.
+        datalist: optional datalist; its records of ``split`` are used instead of a folder search.
+        split: datalist split to use.
+        workers: threads for checking the files.
+
+    Returns:
+        the readable inputs and a problem for every unreadable one.
+
+    Raises:
+        DataError: when the folder does not exist or holds no image at all.
+    """
+    source = Path(source)
+    if datalist:
+        chosen = select_records(read_datalist(datalist), split, source=datalist)
+        rels = [r[view] for r in chosen if view in r]
+        ids = [r.get("patient", r[view]) for r in chosen if view in r]
+        problems = [
+            Problem(f"{datalist}: {r.get('patient', '?')}", f"record has no {view} image")
+            for r in chosen
+            if view not in r
+        ]
+    else:
+        if not source.is_dir():
+            raise DataError(source, "input folder not found")
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        named = [p for p in files if p.stem.lower() == view.lower()]
+        if not named:
+            named = [p for p in files if p.name.lower() not in _MASK_NAMES and not p.stem.endswith("_overlay")]
+        rels = [p.relative_to(source).as_posix() for p in named]
+        ids = [Path(r).parent.as_posix() if Path(r).stem.lower() == view.lower() else r for r in rels]
+        problems = []
+    if not rels and not problems:
+        raise DataError(source, f"no {view} images found to segment")
+
+    def check(rel: str) -> Problem | None:
+        try:
+            read_radiograph(source / rel)
+        except DataError as e:
+            return e.problems[0]
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        checks = list(pool.map(check, rels))
+    records = []
+    for rel, pid, problem in zip(rels, ids, checks, strict=True):
+        if problem is not None:
+            problems.append(problem)
+            continue
+        p = Path(rel)
+        subdir = p.parent if p.stem.lower() == view.lower() else p.parent / p.stem
+        records.append(
+            {"image": str(source / rel), "patient": str(pid), "output_subdir": subdir.as_posix(), "stem": p.stem}
+        )
+    return InferenceInputs(records, problems)

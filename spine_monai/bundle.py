@@ -1,0 +1,172 @@
+"""Helpers that bundle configs call: strict override checking and small wiring functions.
+
+``python -m monai.bundle run --max_epoch 5`` silently adds a new, unused key ``max_epoch`` and trains with
+the default. A bundle puts ``"$spine_monai.bundle.check_overrides()"`` first in its ``initialize`` list so
+that such a typo stops the run with the list of unknown keys and the closest known ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+__all__ = ["check_overrides", "config_ids", "as_bool", "UnknownOverrideError"]
+
+# Arguments of monai.bundle.run / create_workflow / ConfigWorkflow that are not config overrides.
+_WORKFLOW_ARGS = {
+    "meta_file",
+    "logging_file",
+    "init_id",
+    "run_id",
+    "final_id",
+    "tracking",
+    "workflow_type",
+    "properties_path",
+    "config_file",
+    "workflow_name",
+    "args_file",
+}
+_RESERVED = {"_meta_", "_requires_"}
+SEP = "#"
+
+
+class UnknownOverrideError(KeyError):
+    """An override names a config key that no config file of the bundle defines."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def config_ids(config, prefix: str = "") -> set[str]:
+    """All ids of a parsed config, flattened with ``#`` (``train#trainer#max_epochs``)."""
+    ids: set[str] = set()
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for k, v in items:
+        key = f"{prefix}{SEP}{k}" if prefix else str(k)
+        ids.add(key)
+        ids |= config_ids(v, key)
+    return ids
+
+
+def _bundle_config_files(config_root: Path, loaded: Iterable[str | os.PathLike]) -> list[Path]:
+    files = {p for ext in ("*.json", "*.yaml", "*.yml") for p in config_root.glob(ext) if p.name != "metadata.json"}
+    files |= {Path(f) for f in loaded}
+    return sorted(files)
+
+
+def _find_workflow() -> tuple[ConfigWorkflow | None, dict | None, list[str]]:
+    workflow, overrides, loaded = None, None, []
+    frame = inspect.currentframe()
+    while frame is not None:
+        loc = frame.f_locals
+        if workflow is None and isinstance(loc.get("self"), ConfigWorkflow):
+            workflow = loc["self"]
+        if frame.f_code.co_name == "create_workflow" and isinstance(loc.get("_args"), dict):
+            overrides = {k: v for k, v in loc["_args"].items() if k not in _WORKFLOW_ARGS}
+            cfg = loc.get("config_file")
+            loaded = [str(c) for c in ([cfg] if isinstance(cfg, (str, os.PathLike)) else list(cfg or []))]
+            break
+        frame = frame.f_back
+    return workflow, overrides, loaded
+
+
+def check_overrides() -> bool:
+    """Raise if a command-line override names a key that no config file of this bundle defines.
+
+    Call it from a config's ``initialize`` list. It finds the running ``ConfigWorkflow`` on the call stack;
+    when run through ``monai.bundle run`` it checks each override id exactly (``train#trainer#max_epoch``
+    fails, ``train#trainer#max_epochs`` passes). A new argument under a ``_target_`` component is allowed,
+    since the component's constructor rejects an unknown argument itself. When the overrides themselves
+    are not visible (a ``ConfigWorkflow`` built directly), it checks that every top-level key is defined in
+    some config file of the bundle.
+
+    Returns:
+        True, so it can sit in an expression list.
+
+    Raises:
+        UnknownOverrideError: naming every unknown key and suggesting the closest known ones.
+    """
+    workflow, overrides, loaded = _find_workflow()
+    if workflow is None:
+        return True
+    files = _bundle_config_files(Path(workflow.config_root_path), loaded)
+    known: set[str] = set()
+    for f in files:
+        if f.is_file():
+            known |= config_ids(ConfigParser.load_config_file(f))
+    merged = workflow.parser.get()
+    if overrides is not None:
+        candidates = [k.replace("::", SEP) for k in overrides]
+    else:
+        candidates = [k for k in merged if k not in _RESERVED]
+    unknown = []
+    for key in candidates:
+        if key in known or key in _RESERVED:
+            continue
+        parent = key.rsplit(SEP, 1)[0] if SEP in key else None
+        if parent is not None and parent in known and _is_component(merged, parent):
+            continue
+        unknown.append(key)
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = _suggest(key, known)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            lines.append(f"  - {key}{hint}")
+        names = ", ".join(str(f.name) for f in files)
+        raise UnknownOverrideError(
+            f"unknown config key(s) for this bundle; no config file ({names}) defines them:\n" + "\n".join(lines)
+        )
+    return True
+
+
+def _suggest(key: str, known: set[str], n: int = 3) -> list[str]:
+    """Known ids close to ``key``, comparing both the whole id and its last part (``max_epoch`` finds
+    ``train#trainer#max_epochs``)."""
+    last = key.rsplit(SEP, 1)[-1]
+
+    def score(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
+        tail = difflib.SequenceMatcher(None, last, candidate.rsplit(SEP, 1)[-1]).ratio()
+        return max(whole, tail)
+
+    scored = sorted(((score(c), c) for c in known if not c.split(SEP)[-1].isdigit()), reverse=True)
+    return [c for s, c in scored[:n] if s >= 0.75]
+
+
+def _is_component(config: dict, id_: str) -> bool:
+    node = config
+    for part in id_.split(SEP):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, dict) and "_target_" in node
+
+
+def as_bool(value) -> bool:
+    """Read a boolean config value that may arrive from the command line as text.
+
+    ``python -m monai.bundle run --progress_bar false`` passes the string ``'false'``, which Python treats
+    as true; this accepts true/false, yes/no, on/off and 1/0 in any case.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")

@@ -1,0 +1,14 @@
+"""Ignite handlers for what MONAI's own handlers don't do."""
+
+from spine_monai.handlers.checkpoint import AtomicCheckpointSaver, find_checkpoint, latest_checkpoint
+from spine_monai.handlers.metrics import MetricsByStructure, SegmentationCSVWriter, ToleranceDice, epoch_writer
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "MetricsByStructure",
+    "SegmentationCSVWriter",
+    "ToleranceDice",
+    "find_checkpoint",
+    "latest_checkpoint",
+    "epoch_writer",
+]

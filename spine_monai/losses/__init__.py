@@ -1,0 +1,6 @@
+"""Losses MONAI lacks."""
+
+from spine_monai.losses.deep_supervision import StackedDeepSupervisionLoss
+from spine_monai.losses.multilabel import MultiLabelDiceBCELoss
+
+__all__ = ["MultiLabelDiceBCELoss", "StackedDeepSupervisionLoss"]

@@ -1,0 +1,36 @@
+"""MONAI-style transforms: array transforms with their dictionary twins."""
+
+from spine_monai.transforms.io import (
+    LoadRadiograph,
+    LoadRadiographd,
+    LoadStructureMasks,
+    LoadStructureMasksd,
+    SaveStructureMasks,
+    SaveStructureMasksd,
+    overlay_masks,
+)
+from spine_monai.transforms.masks import BinarizeMasks, BinarizeMasksd
+from spine_monai.transforms.spatial import (
+    ResizeMasksToFit,
+    ResizeMasksToFitd,
+    ResizeToFit,
+    ResizeToFitd,
+    fit_size,
+)
+
+__all__ = [
+    "BinarizeMasks",
+    "BinarizeMasksd",
+    "LoadRadiograph",
+    "LoadRadiographd",
+    "LoadStructureMasks",
+    "LoadStructureMasksd",
+    "ResizeMasksToFit",
+    "ResizeMasksToFitd",
+    "ResizeToFit",
+    "ResizeToFitd",
+    "SaveStructureMasks",
+    "SaveStructureMasksd",
+    "fit_size",
+    "overlay_masks",
+]

@@ -1,0 +1,286 @@
+"""The X-ray segmentation bundles through monai.bundle, in-process, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, SHARED, raises_in_chain
+from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
+from PIL import Image
+
+from spine_monai.bundle import UnknownOverrideError
+from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.errors import DataError
+
+BUNDLES = {"AP": REPO / "bundles" / "spine_xray_ap_seg", "LAT": REPO / "bundles" / "spine_xray_lat_seg"}
+FAST = {"num_workers": 0, "progress_bar": False, "batch_size": 2}
+
+
+def _cfg(view, *names):
+    files = [str(BUNDLES[view] / "configs" / n) for n in names]
+    return files[0] if len(files) == 1 else files
+
+
+@pytest.fixture(scope="module")
+def datalist(xray_root, tmp_path_factory):
+    path = tmp_path_factory.mktemp("dl") / "datalist.json"
+    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(xray_root, datalist, tmp_path_factory):
+    """One epoch of each bundle's real train.json."""
+    out = {}
+    for view in BUNDLES:
+        output_dir = tmp_path_factory.mktemp(f"train_{view}")
+        run(
+            config_file=_cfg(view, "train.json"),
+            dataset_dir=str(xray_root),
+            datalist=str(datalist),
+            fold=0,
+            output_dir=str(output_dir),
+            val_interval=1,
+            **{"train#trainer#max_epochs": 1},
+            **FAST,
+        )
+        out[view] = output_dir
+    return out
+
+
+@pytest.mark.parametrize("view", ["AP", "LAT"])
+def test_train_writes_checkpoints_and_tensorboard(trained, view):
+    out = trained[view]
+    assert (out / "models" / "model.pt").is_file()
+    assert (out / "models" / "checkpoint_epoch=1.pt").is_file()
+    state = torch.load(out / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one full epoch
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("view", ["AP", "LAT"])
+def test_evaluate_at_original_resolution(trained, xray_root, datalist, view):
+    out = trained[view]
+    run(
+        config_file=_cfg(view, "evaluate.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        num_workers=0,
+    )
+    structures = json.loads((BUNDLES[view] / "configs" / "metadata.json").read_text())["network_data_format"][
+        "outputs"
+    ]["pred"]["channel_def"].values()
+    per_case = pd.read_csv(out / "eval" / "per_case.csv")
+    assert list(per_case.columns) == ["patient", "structure", "Dice", "Jaccard", "FP", "FN", "ToleranceDice"]
+    assert per_case["patient"].nunique() == 2  # the testing list
+    assert list(per_case["structure"].unique()) == list(structures)
+    assert per_case[["Dice", "Jaccard", "FP", "FN", "ToleranceDice"]].apply(lambda c: c.between(0, 1).all()).all()
+    summary = pd.read_csv(out / "eval" / "summary.csv")
+    assert list(summary["structure"]) == list(structures)
+    assert {"Dice", "Jaccard", "FP", "FN", "Dice_sd"} <= set(summary.columns)
+    patient = per_case["patient"].iloc[0]
+    pred_dir = out / "eval" / "predictions" / patient / view
+    for s in structures:
+        with Image.open(pred_dir / f"{s}.png") as m:
+            assert m.mode == "1" and m.size == (384, 576)  # the original size, not the network's
+    assert (pred_dir / f"{view}_overlay.png").is_file()
+    assert list((out / "tensorboard" / "eval").glob("events.out.tfevents.*"))
+
+
+def test_inference_on_a_folder_reports_and_skips_unreadable_images(trained, xray_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(xray_root, data)
+    bad = data / "Normal" / "ID (2)" / "AP" / "AP.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    out = tmp_path / "infer"
+    shutil.copytree(trained["AP"] / "models", out / "models")
+    with raises_in_chain(DataError, match="Normal/ID \\(2\\)/AP/AP.jpg: truncated or corrupt image"):
+        run(config_file=_cfg("AP", "inference.json"), dataset_dir=str(data), output_dir=str(out), num_workers=0)
+    written = sorted(p.relative_to(out / "predictions").as_posix() for p in (out / "predictions").rglob("*.png"))
+    assert len(written) == 7 * 4  # 7 readable patients x (3 masks + overlay)
+    assert "Normal/ID (1)/AP/Ap_Pedicle.png" in written and "Normal/ID (1)/AP/AP_overlay.png" in written
+    assert not any(w.startswith("Normal/ID (2)/") for w in written)
+    failures = pd.read_csv(out / "failures.csv")
+    assert len(failures) == 1 and failures["path"].iloc[0].endswith("ID (2)/AP/AP.jpg")
+    with Image.open(out / "predictions/Normal/ID (1)/AP/Ap_Vertebra.png") as m:
+        assert m.size == (384, 576)
+
+
+def test_inference_on_a_datalist_and_flat_folder(trained, xray_root, datalist, tmp_path):
+    out = tmp_path / "out"
+    run(
+        config_file=_cfg("LAT", "inference.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        infer_split="test",
+        output_dir=str(out),
+        ckpt_path=str(trained["LAT"] / "models" / "model.pt"),
+        num_workers=0,
+    )
+    assert len(list((out / "predictions").rglob("Lat_Anterior_Vertebral_Line.png"))) == 2
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(xray_root / "Normal/ID (1)/LAT/LAT.jpg", flat / "scan_01.jpg")
+    run(
+        config_file=_cfg("LAT", "inference.json"),
+        dataset_dir=str(flat),
+        output_dir=str(tmp_path / "o2"),
+        ckpt_path=str(trained["LAT"] / "models" / "model.pt"),
+        num_workers=0,
+    )
+    assert (tmp_path / "o2/predictions/scan_01/Lat_Vertebra.png").is_file()
+    assert (tmp_path / "o2/predictions/scan_01/scan_01_overlay.png").is_file()
+
+
+def test_structure_subset_override(xray_root, tmp_path):
+    """A dataset with only Ap_Vertebra trains by overriding the structure list; channels follow."""
+    dl = tmp_path / "dl.json"
+    write_datalist(dl, build_xray_datalist(xray_root, folds=2, views=["AP"], structures=["Ap_Vertebra"]))
+    run(
+        config_file=_cfg("AP", "train.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(dl),
+        output_dir=str(tmp_path),
+        structures=["Ap_Vertebra"],
+        val_interval=1,
+        **{"train#trainer#max_epochs": 1},
+        **FAST,
+    )
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    last = [v for k, v in state.items() if k.endswith(".weight")][-1]
+    assert last.shape[0] == 1
+
+
+def test_variants_merge_and_train(xray_root, datalist, tmp_path):
+    for variant, cls in (("attention_unet.json", "AttentionUnet"), ("dynunet_deep_supervision.json", "DynUNet")):
+        parser = ConfigParser()
+        parser.read_config([_cfg("LAT", "train.json"), _cfg("LAT", variant)])
+        net = parser.get_parsed_content("network_def")
+        assert type(net).__name__ == cls
+        net.eval()
+        with torch.no_grad():
+            assert net(torch.zeros(1, 1, 384, 256)).shape == (1, 5, 384, 256)
+    out = tmp_path / "ds"
+    run(
+        config_file=_cfg("LAT", "train.json", "dynunet_deep_supervision.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        val_interval=1,
+        **{"train#trainer#max_epochs": 1},
+        **FAST,
+    )
+    run(
+        config_file=_cfg("LAT", "evaluate.json", "dynunet_deep_supervision.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        num_workers=0,
+        write_predictions=False,
+    )
+    assert (out / "eval" / "summary.csv").is_file()
+
+
+def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist, tmp_path):
+    with raises_in_chain(UnknownOverrideError, match=r"max_epoch \(did you mean"):
+        run(
+            config_file=_cfg("AP", "train.json"),
+            dataset_dir=str(xray_root),
+            datalist=str(datalist),
+            output_dir=str(tmp_path),
+            max_epoch=3,
+        )
+    with raises_in_chain(UnknownOverrideError, match="train#max_epochs"):
+        run(
+            config_file=_cfg("AP", "train.json"),
+            dataset_dir=str(xray_root),
+            datalist=str(datalist),
+            output_dir=str(tmp_path),
+            **{"train#max_epochs": 3},
+        )
+    # Under a _target_ component the constructor itself rejects the argument.
+    with raises_in_chain(TypeError, match="unexpected keyword argument 'max_epoch'"):
+        run(
+            config_file=_cfg("AP", "train.json"),
+            dataset_dir=str(xray_root),
+            datalist=str(datalist),
+            output_dir=str(tmp_path),
+            **{"train#trainer#max_epoch": 3},
+        )
+    with raises_in_chain(DataError, match="datalist not found"):
+        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(xray_root), output_dir=str(tmp_path))
+    with raises_in_chain(FileNotFoundError, match="no model checkpoint found"):
+        run(config_file=_cfg("AP", "inference.json"), dataset_dir=str(xray_root), output_dir=str(tmp_path / "none"))
+
+
+def test_the_two_xray_bundles_differ_only_in_their_view():
+    """One family, two views: the LAT configs are the AP configs with the view's keys changed."""
+    view_keys = {"view", "structures", "line_structures", "output_dir"}
+    for name in (
+        "train.json",
+        "evaluate.json",
+        "inference.json",
+        "attention_unet.json",
+        "dynunet_deep_supervision.json",
+        "logging.conf",
+    ):
+        ap = (BUNDLES["AP"] / "configs" / name).read_text()
+        lat = (BUNDLES["LAT"] / "configs" / name).read_text()
+        if name.endswith(".json"):
+            ap_cfg, lat_cfg = json.loads(ap), json.loads(lat)
+            diff = {k for k in ap_cfg.keys() | lat_cfg.keys() if ap_cfg.get(k) != lat_cfg.get(k)}
+            assert diff <= view_keys, (name, diff)
+        else:
+            assert ap == lat
+
+
+@pytest.mark.parametrize("view", ["AP", "LAT"])
+def test_metadata_and_network_io(view, tmp_path):
+    meta = BUNDLES[view] / "configs" / "metadata.json"
+    schema = SHARED / "monai" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip("../shared/monai/meta_schema_20240725.json is not beside the repository")
+    verify_metadata(meta_file=str(meta), filepath=str(schema))
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(meta), config_file=_cfg(view, "inference.json"), device="cpu", n=1
+    )
+    version = json.loads(meta.read_text())["version"]
+    assert version in json.loads(meta.read_text())["changelog"]
+    for f in (
+        "configs/train.json",
+        "configs/evaluate.json",
+        "configs/inference.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+    ):
+        assert (BUNDLES[view] / f).is_file(), f
+    assert (BUNDLES[view] / "models").is_dir()
+
+
+def test_torchscript_export_matches_eager(trained, tmp_path):
+    ts = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(trained["LAT"] / "models" / "model.pt"),
+        meta_file=str(BUNDLES["LAT"] / "configs" / "metadata.json"),
+        config_file=_cfg("LAT", "inference.json"),
+        key_in_ckpt="",
+    )
+    scripted = torch.jit.load(str(ts))
+    parser = ConfigParser()
+    parser.read_config(_cfg("LAT", "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(trained["LAT"] / "models" / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.rand(2, 1, 384, 256)
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x).numpy(), net(x).numpy(), atol=1e-5)

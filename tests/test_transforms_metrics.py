@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, Invertd, SpatialPadd
+from PIL import Image
+
+from spine_monai.errors import DataError
+from spine_monai.losses import MultiLabelDiceBCELoss
+from spine_monai.metrics import disk_dilate, rates_from_counts, confusion_counts, tolerance_dice
+from spine_monai.transforms import (
+    BinarizeMasks,
+    LoadRadiographd,
+    LoadStructureMasksd,
+    ResizeMasksToFit,
+    ResizeToFitd,
+    fit_size,
+    overlay_masks,
+)
+
+
+def test_fit_size_keeps_aspect():
+    assert fit_size((2900, 1900), (384, 256)) == (384, 252)
+    assert fit_size((2000, 2000), (384, 256)) == (256, 256)
+    assert fit_size((576, 384), (384, 256)) == (384, 256)
+
+
+@pytest.mark.parametrize("shape", [(2900, 1900), (576, 384)])
+def test_one_pixel_line_survives_downsampling(shape):
+    """Max-pool style downsampling keeps a 1-px line continuous; nearest or area>=0.5 erase it."""
+    masks = np.zeros((3, *shape), np.float32)
+    masks[0, :, shape[1] // 2 + 1] = 1.0  # vertical 1-px line, thin rule
+    masks[1, 101, :] = 1.0  # horizontal 1-px line, thin rule
+    masks[2] = masks[0]  # vertical line, thick rule
+    vertical, horizontal, thick = ResizeMasksToFit((384, 256), coverage=[0.0, 0.0, 0.5])(torch.as_tensor(masks))
+    assert vertical.shape[-2] == 384
+    assert (vertical.sum(dim=1) >= 1).all(), "vertical line has gaps"
+    assert (vertical.sum(dim=0) > 0).sum() <= 2, "vertical line got wider than 2 px"
+    assert (horizontal.sum(dim=0) >= 1).all(), "horizontal line has gaps"
+    assert (horizontal.sum(dim=1) > 0).sum() <= 2
+    if shape[0] > 1000:
+        assert thick.sum() == 0  # the area >= 0.5 rule drops it at 7.5x downsampling
+    nearest = torch.nn.functional.interpolate(torch.as_tensor(masks)[None], size=vertical.shape, mode="nearest")[0]
+    assert nearest[0].sum() < vertical.sum() or shape[0] < 1000
+
+
+def test_resize_to_fit_is_inverted_to_original_size(xray_root):
+    p = xray_root / "Normal" / "ID (1)" / "AP"
+    pre = Compose(
+        [
+            LoadRadiographd("image"),
+            LoadStructureMasksd("label"),
+            ResizeToFitd("image", (384, 256)),
+            SpatialPadd("image", (384, 256)),
+        ]
+    )
+    d = pre({"image": str(p / "AP.jpg"), "label": [str(p / "Ap_Vertebra.png")]})
+    assert d["image"].shape == (1, 384, 256)
+    assert d["label"].shape == (1, 576, 384)
+    d["pred"] = d["image"].clone()
+    back = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)(d)
+    assert back["pred"].shape == (1, 576, 384)
+
+
+def test_load_masks_reports_every_bad_mask(tmp_path):
+    Image.new("L", (10, 20)).save(tmp_path / "img.png")
+    Image.new("1", (10, 20)).save(tmp_path / "a.png")
+    Image.new("1", (11, 20)).save(tmp_path / "b.png")
+    d = LoadRadiographd("image")({"image": str(tmp_path / "img.png")})
+    d["label"] = [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    with pytest.raises(DataError) as e:
+        LoadStructureMasksd("label")(d)
+    reasons = [(p.path.rsplit("/", 1)[-1], p.reason) for p in e.value.problems]
+    assert reasons[0][0] == "b.png" and "mask size 11x20 differs" in reasons[0][1]
+    assert reasons[1] == ("c.png", "mask file not found")
+
+
+def test_binarize_per_channel():
+    x = torch.tensor([[[0.3, 0.6]], [[0.3, 0.6]]])
+    assert BinarizeMasks([0.5, 0.2])(x).tolist() == [[[0.0, 1.0]], [[1.0, 1.0]]]
+
+
+def test_rates_and_empty_channels():
+    pred = torch.zeros(1, 2, 4, 4)
+    gt = torch.zeros(1, 2, 4, 4)
+    pred[0, 0, :2] = 1
+    gt[0, 0, 1:3] = 1
+    r = rates_from_counts(confusion_counts(pred, gt))
+    assert r["Dice"][0, 0].item() == pytest.approx(0.5)
+    assert r["Jaccard"][0, 0].item() == pytest.approx(1 / 3)
+    assert r["FP"][0, 0].item() == pytest.approx(4 / 8)  # FP=4, TN=4
+    assert r["FN"][0, 0].item() == pytest.approx(0.5)
+    assert r["Dice"][0, 1].item() == 1.0 and r["FP"][0, 1].item() == 0.0  # empty in both: perfect
+
+
+def test_tolerance_dice_forgives_small_shifts():
+    gt = torch.zeros(1, 1, 64, 64)
+    gt[0, 0, :, 30] = 1
+    shifted = torch.roll(gt, 2, dims=-1)
+    plain = rates_from_counts(confusion_counts(shifted, gt))["Dice"].item()
+    tol = tolerance_dice(shifted, gt, tolerance=2).item()
+    assert plain == 0.0 and tol > 0.6
+    far = torch.roll(gt, 12, dims=-1)
+    assert tolerance_dice(far, gt, tolerance=2).item() == 0.0
+    assert disk_dilate(gt, 2)[0, 0, 10].sum().item() == 5
+
+
+def test_multilabel_loss_is_per_channel_sigmoid():
+    torch.manual_seed(0)
+    target = (torch.rand(2, 3, 32, 32) > 0.7).float()
+    target[:, 1] = target[:, 0]  # overlapping channels must not compete
+    loss = MultiLabelDiceBCELoss(channel_weights=[1, 1, 3], pos_weight=[1, 1, 5], cldice_channels=[2])
+    perfect = loss(target * 20 - 10, target)
+    bad = loss(-(target * 20 - 10), target)
+    assert perfect < 0.2 < bad
+    logits = torch.zeros(2, 3, 32, 32, requires_grad=True)
+    loss(logits, target).backward()
+    assert logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="channel weights"):
+        MultiLabelDiceBCELoss(channel_weights=[1, 1])(logits, target)
+
+
+def test_overlay_outlines_truth():
+    img = np.zeros((20, 20))
+    pred = np.zeros((1, 20, 20))
+    truth = np.zeros((1, 20, 20))
+    truth[0, 5:15, 5:15] = 1
+    rgb = overlay_masks(img, pred, truth)
+    assert rgb.shape == (20, 20, 3)
+    assert rgb[5, 10].sum() > 0 and rgb[10, 10].sum() == 0  # outline drawn, inside untouched
