@@ -17,7 +17,7 @@ __all__ = ["REPO", "BUNDLES", "bundle_command", "run_bundle", "config_files"]
 
 
 def config_files(bundle: str, *names: str) -> list[str]:
-    """Paths of config files of a bundle in this repository, e.g. ``config_files("spine_xray_ap_seg", "train.json")``."""
+    """Paths of a bundle's config files in this repository: ``config_files("spine_xray_ap_seg", "train.json")``."""
     return [str(BUNDLES / bundle / "configs" / n) for n in names]
 
 

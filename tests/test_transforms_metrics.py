@@ -8,7 +8,7 @@ from PIL import Image
 
 from spine_monai.errors import DataError
 from spine_monai.losses import MultiLabelDiceBCELoss
-from spine_monai.metrics import disk_dilate, rates_from_counts, confusion_counts, tolerance_dice
+from spine_monai.metrics import confusion_counts, disk_dilate, rates_from_counts, tolerance_dice
 from spine_monai.transforms import (
     BinarizeMasks,
     LoadRadiographd,

@@ -90,7 +90,8 @@ class SegmentationCSVWriter:
         structures: one name per channel.
         confusion_name: name under which the ``ConfusionMatrix`` handler was attached.
         tolerance_name: name of a ``ToleranceDice`` handler, or ``None``.
-        id_transform: maps ``engine.state.batch`` to the list of case ids of the batch.
+        id_transform: maps ``engine.state.batch`` to the list of case ids of the batch; defaults to its
+            ``patient`` key.
         summary_writer: an optional TensorBoard ``SummaryWriter`` for the summary means.
     """
 
@@ -100,14 +101,14 @@ class SegmentationCSVWriter:
         structures: Sequence[str],
         confusion_name: str = "confusion",
         tolerance_name: str | None = "tolerance_dice",
-        id_transform: Callable = from_engine(["patient"], first=True),
+        id_transform: Callable | None = None,
         summary_writer=None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.structures = list(structures)
         self.confusion_name = confusion_name
         self.tolerance_name = tolerance_name
-        self.id_transform = id_transform
+        self.id_transform = id_transform or from_engine(["patient"], first=True)
         self.summary_writer = summary_writer
         self._ids: list[str] = []
         self.per_case: pd.DataFrame | None = None
