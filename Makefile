@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench-synth
+.PHONY: install test lint demo clean bench-synth bench-xray
 
 install: $(STAMP)
 
@@ -33,3 +33,6 @@ bench-synth: install
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output bench_output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+bench-xray: install
+	$(BIN)/python -m pipelines.bench_xray

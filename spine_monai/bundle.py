@@ -15,7 +15,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["check_overrides", "config_ids", "as_bool", "UnknownOverrideError"]
+__all__ = ["check_overrides", "config_ids", "as_bool", "class_names", "UnknownOverrideError"]
 
 # Arguments of monai.bundle.run / create_workflow / ConfigWorkflow that are not config overrides.
 _WORKFLOW_ARGS = {
@@ -170,3 +170,16 @@ def as_bool(value) -> bool:
     if text in ("false", "no", "off", "0", ""):
         return False
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def class_names(label_map: dict[str, int]) -> list[str]:
+    """Class names in id order, checking the ids are 0..n-1 so that they index the network's output channels.
+
+    Raises:
+        ValueError: for repeated or non-contiguous ids, or no class 0.
+    """
+    ids = sorted(int(v) for v in label_map.values())
+    if ids != list(range(len(ids))):
+        raise ValueError(f"label_map ids must be 0..{len(ids) - 1} without gaps or repeats, got {ids}")
+    by_id = {int(v): k for k, v in label_map.items()}
+    return [by_id[i] for i in range(len(ids))]

@@ -35,6 +35,41 @@ def _cmd_synth_xray(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_mri(args: argparse.Namespace) -> int:
+    from spine_monai.data.synth_mri import write_mri_dataset
+
+    shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    if len(shape) != 3:
+        raise ValueError(f"--shape must be SLICESxROWSxCOLS, e.g. 12x224x224; got {args.shape!r}")
+    write_mri_dataset(
+        args.out,
+        args.cases,
+        seed=args.seed,
+        shape=shape,
+        dicom_cases=args.dicom_cases,
+        slice_format="png" if args.png_slices else None,
+        workers=args.workers,
+    )
+    kind = "2D PNG slice cases" if args.png_slices else "cases"
+    print(f"wrote {args.cases} synthetic lumbar MRI {kind} ({args.dicom_cases} as DICOM series) to {args.out}")
+    return 0
+
+
+def _cmd_datalist_mri(args: argparse.Namespace) -> int:
+    from spine_monai.data.mri import build_mri_datalist
+
+    channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
+    datalist = build_mri_datalist(
+        args.root,
+        channels=channels,
+        folds=args.folds,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        verify=not args.no_verify,
+    )
+    return _finish_datalist(args, datalist)
+
+
 def _split_structures(text: str | None, views: Sequence[str]) -> tuple[str, ...]:
     from spine_monai.data.layout import STRUCTURES
 
@@ -112,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     sx.add_argument("--damaged-fraction", type=float, default=0.5, help="fraction of Damaged patients (default 0.5)")
     sx.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     sx.set_defaults(func=_cmd_synth_xray)
+    sm = synth_sub.add_parser(
+        "mri",
+        help="synthetic sagittal lumbar MRI (T1w, T2w, 12-class label) as NIfTI",
+        description="Write <out>/case_<nnn>/{T1w,T2w,label}.nii.gz with a real sagittal "
+        "affine; optionally some cases as DICOM series folders, or 2D 16-bit PNG slices.",
+    )
+    sm.add_argument("--out", required=True, type=Path, help="destination folder")
+    sm.add_argument("--cases", type=int, default=20, help="number of cases (default 20)")
+    sm.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
+    sm.add_argument("--shape", default="12x224x224", help="sagittal slices x rows x columns (default 12x224x224)")
+    sm.add_argument("--dicom-cases", type=int, default=0, help="write the first N cases' channels as DICOM series")
+    sm.add_argument("--png-slices", action="store_true", help="write 2D 16-bit PNG slices instead of volumes")
+    sm.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    sm.set_defaults(func=_cmd_synth_mri)
 
     datalist = sub.add_parser("datalist", help="scan a dataset tree and write a MONAI datalist JSON")
     dl_sub = datalist.add_subparsers(dest="modality", required=True, metavar="MODALITY")
@@ -132,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dx.add_argument("--no-verify", action="store_true", help="check the folder structure only; do not decode files")
     dx.set_defaults(func=_cmd_datalist_xray)
+    dm = dl_sub.add_parser(
+        "mri",
+        help="scan a tree of MRI cases",
+        description="Scan <root> for case folders holding label.nii.gz (or .nii/.png/.tif) and "
+        "one entry per channel (<channel>.nii.gz, a <channel>/ DICOM series folder or "
+        "<channel>.png); folds group the cases of a patient (the first folder under the root).",
+    )
+    _add_datalist_common(dm)
+    dm.add_argument("--channels", default="T1w,T2w", help="channels every case must have (default T1w,T2w)")
+    dm.add_argument("--no-verify", action="store_true", help="check the folder structure only; do not read files")
+    dm.set_defaults(func=_cmd_datalist_mri)
+
+    from spine_monai.measure.command import add_measure_parser
+
+    add_measure_parser(sub)
     return parser
 
 

@@ -1,9 +1,17 @@
 """Layout readers, datalists, input validation and synthetic data generators."""
 
 from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records, write_datalist
+from spine_monai.data.inputs import InferenceInputs
 from spine_monai.data.io import image_size, read_mask, read_radiograph, write_mask
+from spine_monai.data.mri import (
+    MIDAS_LABELS,
+    build_mri_datalist,
+    mri_inference_inputs,
+    mri_records,
+    read_volume,
+    scan_mri_tree,
+)
 from spine_monai.data.xray import (
-    InferenceInputs,
     ScanResult,
     build_xray_datalist,
     scan_xray_tree,
@@ -12,15 +20,21 @@ from spine_monai.data.xray import (
 )
 
 __all__ = [
+    "MIDAS_LABELS",
     "InferenceInputs",
     "ScanResult",
     "assign_splits",
+    "build_mri_datalist",
     "build_xray_datalist",
     "image_size",
     "read_datalist",
+    "mri_inference_inputs",
+    "mri_records",
     "read_mask",
     "read_radiograph",
+    "read_volume",
     "resolve_paths",
+    "scan_mri_tree",
     "scan_xray_tree",
     "select_records",
     "write_datalist",

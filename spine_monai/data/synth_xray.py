@@ -28,6 +28,7 @@ from scipy.ndimage import gaussian_filter
 
 from spine_monai.data.io import write_mask
 from spine_monai.data.layout import CLASSES, STRUCTURES
+from spine_monai.measure.geometry import genant_grade
 
 __all__ = [
     "LEVELS",
@@ -67,17 +68,6 @@ class Fracture:
         if self.type in ("wedge", "burst"):
             out["genant_grade"] = genant_grade(self.severity)
         return out
-
-
-def genant_grade(height_loss: float) -> int:
-    """Genant semi-quantitative grade of a height loss fraction: 0 (<20%), 1 (20-25%), 2 (25-40%), 3 (>40%)."""
-    if height_loss < 0.20:
-        return 0
-    if height_loss < 0.25:
-        return 1
-    if height_loss <= 0.40:
-        return 2
-    return 3
 
 
 @dataclass

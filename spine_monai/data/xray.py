@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records
+from spine_monai.data.inputs import InferenceInputs
 from spine_monai.data.io import image_size, read_mask, read_radiograph
 from spine_monai.data.layout import (
     ALL_STRUCTURES,
@@ -309,41 +310,6 @@ def xray_view_records(
         }
         for r, src in zip(resolved, records, strict=True)
     ]
-
-
-@dataclass
-class InferenceInputs:
-    """The images an inference run will process, and the ones it could not read."""
-
-    records: list[dict]
-    problems: list[Problem]
-
-    def finish(self, output_dir: str | os.PathLike, strict: bool = True) -> None:
-        """Write ``failures.csv`` (always, possibly empty) and, if ``strict``, fail after everything else ran.
-
-        Raises:
-            DataError: listing every input that was skipped, when ``strict`` and there were any.
-        """
-        import csv
-
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "failures.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "reason"])
-            writer.writeheader()
-            writer.writerows(p.to_dict() for p in self.problems)
-        if self.problems:
-            import logging
-
-            logging.getLogger(__name__).error(
-                "%d of %d inputs were skipped (see %s):\n%s",
-                len(self.problems),
-                len(self.problems) + len(self.records),
-                out / "failures.csv",
-                "\n".join(f"  - {p}" for p in self.problems),
-            )
-            if strict:
-                raise DataError(self.problems)
 
 
 _MASK_NAMES = {(s + MASK_EXTENSION).lower() for s in ALL_STRUCTURES}

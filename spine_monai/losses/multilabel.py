@@ -22,8 +22,8 @@ class MultiLabelDiceBCELoss(nn.Module):
     """Sigmoid Dice + BCE per channel, channel-weighted, with an optional clDice term on thin channels.
 
     Args:
-        channel_weights: one weight per channel, applied to both the Dice and the BCE of that channel; give
-            thin structures more (e.g. 3.0) so their few pixels are not outvoted.
+        channel_weights: one weight per channel, applied to both the Dice and the BCE of that channel before
+            averaging over channels; give thin structures more (e.g. 2.0) so their few pixels are not outvoted.
         pos_weight: BCE weight of foreground pixels, per channel or shared; a sparse line of ~1% of the
             pixels learns faster with a foreground weight above 1.
         cldice_channels: indices of channels that get the soft clDice term (skeleton recall/precision).
@@ -74,7 +74,8 @@ class MultiLabelDiceBCELoss(nn.Module):
         shape = (1, n) + (1,) * (input.ndim - 2)
         bce = F.binary_cross_entropy_with_logits(input, target, pos_weight=pos.view(shape), reduction="none")
         bce = bce.mean(dim=[0, *range(2, input.ndim)])
-        loss = self.lambda_dice * (w * dice).sum() / w.sum() + self.lambda_bce * (w * bce).sum() / w.sum()
+        # Average over channels, not over weights: extra weight on the lines must not take gradient from the rest.
+        loss = self.lambda_dice * (w * dice).mean() + self.lambda_bce * (w * bce).mean()
         if self.cldice_channels and self.lambda_cldice > 0:
             idx = self.cldice_channels
             loss = loss + self.lambda_cldice * self.cldice(input[:, idx], target[:, idx])

@@ -16,13 +16,11 @@ from monai.utils import MetricReduction
 __all__ = [
     "confusion_counts",
     "rates_from_counts",
+    "multiclass_scores",
     "disk_dilate",
     "tolerance_dice",
     "ToleranceDiceMetric",
-    "RATE_NAMES",
 ]
-
-RATE_NAMES = ("Dice", "Jaccard", "FP", "FN")
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -35,21 +33,54 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tenso
     return torch.where(den > 0, out, torch.full_like(out, empty))
 
 
-def rates_from_counts(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+def rates_from_counts(counts: torch.Tensor, empty: float = 1.0) -> dict[str, torch.Tensor]:
     """Dice, Jaccard, false-positive rate and false-negative rate from confusion counts.
 
     Args:
         counts: (..., 4) as returned by :func:`confusion_counts`.
+        empty: Dice and Jaccard of a channel empty in both prediction and truth: 1.0 (nothing missed, nothing
+            invented) or ``float("nan")`` to leave it out of means, as multi-class mean IoU tables do.
 
     Returns:
         a dict with keys ``Dice``, ``Jaccard``, ``FP`` (FP / (FP + TN)) and ``FN`` (FN / (FN + TP)).
     """
     tp, fp, tn, fn = counts.float().unbind(-1)
     return {
-        "Dice": _safe_div(2 * tp, 2 * tp + fp + fn, 1.0),
-        "Jaccard": _safe_div(tp, tp + fp + fn, 1.0),
+        "Dice": _safe_div(2 * tp, 2 * tp + fp + fn, empty),
+        "Jaccard": _safe_div(tp, tp + fp + fn, empty),
         "FP": _safe_div(fp, fp + tn, 0.0),
         "FN": _safe_div(fn, fn + tp, 0.0),
+    }
+
+
+def multiclass_scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Whole-image scores of a multi-class segmentation, per case, from one-hot confusion counts.
+
+    With t_i the voxels of class i in the truth and n_ii those correctly labelled (Long et al., the definitions
+    the lateral-lumbar X-ray study used), over the classes present in the truth or the prediction:
+
+    - pixel accuracy: sum_i n_ii / sum_i t_i
+    - mean accuracy: mean over classes present in the truth of n_ii / t_i
+    - mean IoU: mean of IoU_i; ``mean_iou_no_bg`` leaves class 0 out, as the MIDAS table does
+    - frequency-weighted IoU: sum_i t_i IoU_i / sum_i t_i
+
+    Args:
+        counts: (N, C, 4) [TP, FP, TN, FN] per case and class, class 0 being the background.
+
+    Returns:
+        a dict of (N,) tensors: ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``mean_iou_no_bg``, ``fw_iou``.
+    """
+    tp, fp, _, fn = counts.double().unbind(-1)
+    truth = tp + fn
+    iou = _safe_div(tp, tp + fp + fn, float("nan"))
+    recall = _safe_div(tp, truth, float("nan"))
+    total = truth.sum(-1).clamp_min(1)
+    return {
+        "pixel_accuracy": tp.sum(-1) / total,
+        "mean_accuracy": recall.nanmean(-1),
+        "mean_iou": iou.nanmean(-1),
+        "mean_iou_no_bg": iou[:, 1:].nanmean(-1),
+        "fw_iou": (truth * iou.nan_to_num(0.0)).sum(-1) / total,
     }
 
 

@@ -17,6 +17,7 @@ from spine_monai.transforms.spatial import (
     ResizeToFitd,
     fit_size,
 )
+from spine_monai.transforms.volume import LoadVolume, LoadVolumed, SaveLabelVolume, SaveLabelVolumed
 
 __all__ = [
     "BinarizeMasks",
@@ -25,11 +26,15 @@ __all__ = [
     "LoadRadiographd",
     "LoadStructureMasks",
     "LoadStructureMasksd",
+    "LoadVolume",
+    "LoadVolumed",
     "ResizeMasksToFit",
     "ResizeMasksToFitd",
     "ResizeToFit",
     "ResizeToFitd",
     "SaveStructureMasks",
+    "SaveLabelVolume",
+    "SaveLabelVolumed",
     "SaveStructureMasksd",
     "fit_size",
     "overlay_masks",

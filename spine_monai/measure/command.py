@@ -1,0 +1,391 @@
+"""``spine-monai measure``: measure every vertebra mask of an ELL888-layout tree into one CSV, plus overlays.
+
+The tree may hold ground-truth or predicted masks, ``<masks>/<class>/ID (<n>)/<VIEW>/Ap_Vertebra.png`` or
+``Lat_Vertebra.png``. The CSV has one ``row_type="vertebra"`` row per body and one ``row_type="summary"`` row
+per patient and view (see :data:`VERTEBRA_COLUMNS` and :data:`SUMMARY_COLUMNS`). Bad masks do not stop the
+batch: their problems are collected, returned in ``DataFrame.attrs["problems"]`` and written next to the CSV
+as ``<stem>_problems.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from spine_monai.data.io import read_mask, read_radiograph, write_png_atomic
+from spine_monai.data.layout import (
+    CLASSES,
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSION,
+    PATIENT_DIR_PATTERN,
+    STRUCTURES,
+    VIEWS,
+    patient_sort_key,
+)
+from spine_monai.errors import DataError, ProblemCollector
+from spine_monai.measure.levels import LEVELS
+from spine_monai.measure.spine import SpineMeasurement, measure_spine
+
+__all__ = [
+    "CORNER_NAMES",
+    "KEY_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "VERTEBRA_COLUMNS",
+    "add_measure_parser",
+    "draw_overlay",
+    "measure_tree",
+]
+
+CORNER_NAMES: tuple[str, ...] = ("superior_left", "superior_right", "inferior_right", "inferior_left")
+KEY_COLUMNS: tuple[str, ...] = ("row_type", "patient", "class", "view")
+VERTEBRA_COLUMNS: tuple[str, ...] = (
+    "instance",
+    "level",
+    "missing_before",
+    "area_px",
+    "centroid_x",
+    "centroid_y",
+    *(f"{c}_{xy}" for c in CORNER_NAMES for xy in "xy"),
+    "superior_angle_deg",
+    "inferior_angle_deg",
+    "width",
+    "height_left",
+    "height_middle",
+    "height_right",
+    "height_anterior",
+    "height_posterior",
+    "ratio_anterior_posterior",
+    "ratio_middle_posterior",
+    "ratio_neighbours",
+    "height_loss",
+    "genant_grade",
+    "listhesis_pct",
+)
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "n_vertebrae",
+    "levels",
+    "missing_levels",
+    "cobb_angle_deg",
+    "cobb_upper",
+    "cobb_lower",
+    "lordosis_angle_deg",
+    "lordosis_reference",
+    "max_genant_grade",
+    "max_genant_level",
+    "max_listhesis_pct",
+    "max_listhesis_level",
+    "notes",
+)
+GRADE_COLOURS: tuple[tuple[int, int, int], ...] = ((0, 200, 255), (255, 230, 0), (255, 140, 0), (255, 30, 30))
+
+
+def _patients(masks_dir: Path) -> list[tuple[str, str, Path]]:
+    found = []
+    for cls in CLASSES:
+        cls_dir = masks_dir / cls
+        if not cls_dir.is_dir():
+            continue
+        dirs = [d for d in cls_dir.iterdir() if d.is_dir() and PATIENT_DIR_PATTERN.match(d.name)]
+        found += [(cls, d.name, d) for d in sorted(dirs, key=lambda d: patient_sort_key(d.name))]
+    return found
+
+
+def _vertebra_rows(m: SpineMeasurement, anterior_side: str) -> list[dict]:
+    rows = []
+    for v in m.vertebrae:
+        g = v.geometry
+        row = {
+            "instance": v.instance,
+            "level": v.level,
+            "missing_before": v.missing_before,
+            "area_px": v.area,
+            "centroid_x": v.centroid[0],
+            "centroid_y": v.centroid[1],
+            "superior_angle_deg": g.superior_angle,
+            "inferior_angle_deg": g.inferior_angle,
+            "width": g.width,
+            "height_left": g.height_left,
+            "height_middle": g.height_middle,
+            "height_right": g.height_right,
+            "ratio_anterior_posterior": v.ratio_anterior_posterior,
+            "ratio_middle_posterior": v.ratio_middle_posterior,
+            "ratio_neighbours": v.ratio_neighbours,
+            "height_loss": v.height_loss,
+            "genant_grade": v.genant_grade,
+            "listhesis_pct": v.listhesis_pct,
+        }
+        for name, (x, y) in zip(CORNER_NAMES, g.corners, strict=True):
+            row[f"{name}_x"], row[f"{name}_y"] = x, y
+        if m.view == "LAT":
+            left, right = g.height_left, g.height_right
+            row["height_anterior"], row["height_posterior"] = (
+                (left, right) if anterior_side == "left" else (right, left)
+            )
+        rows.append(row)
+    return rows
+
+
+def _summary_row(m: SpineMeasurement) -> dict:
+    named = [v.level for v in m.vertebrae if v.level]
+    row = {
+        "n_vertebrae": len(m.vertebrae),
+        "levels": f"{named[0]}-{named[-1]}" if named else "",
+        "missing_levels": " ".join(m.missing_levels),
+        "notes": "; ".join(m.notes),
+    }
+    if m.view == "AP":
+        row.update(cobb_angle_deg=m.cobb_angle, cobb_upper=m.cobb_levels[0], cobb_lower=m.cobb_levels[1])
+    else:
+        worst = max(m.vertebrae, key=lambda v: (v.genant_grade or 0, v.height_loss))
+        slip, slip_level = m.max_listhesis
+        row.update(
+            lordosis_angle_deg=m.lordosis_angle,
+            lordosis_reference=m.lordosis_reference,
+            max_genant_grade=m.max_genant_grade,
+            max_genant_level=worst.level if worst.genant_grade else "",
+            max_listhesis_pct=slip,
+            max_listhesis_level=slip_level,
+        )
+    return row
+
+
+def _find_image(images_dir: Path, cls: str, patient: str, view: str) -> Path | None:
+    for ext in IMAGE_EXTENSIONS:
+        path = images_dir / cls / patient / view / f"{view}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _background(
+    mask: np.ndarray, images_dir: Path | None, cls: str, patient: str, view: str, problems: ProblemCollector
+) -> Image.Image:
+    """The radiograph to draw on, contrast-stretched to 8 bits; the mask itself when there is none."""
+    if images_dir is not None:
+        path = _find_image(images_dir, cls, patient, view)
+        if path is None:
+            problems.add(images_dir / cls / patient / view, f"no {view} image for the overlay; drawn on the mask")
+        else:
+            with problems.catch():
+                grey = read_radiograph(path)
+                if grey.shape != mask.shape:
+                    raise DataError(
+                        path,
+                        f"image {grey.shape[1]}x{grey.shape[0]} differs from its mask "
+                        f"{mask.shape[1]}x{mask.shape[0]}; overlay drawn on the mask",
+                    )
+                lo, hi = np.percentile(grey, (0.5, 99.5))
+                scaled = np.clip((grey - lo) / max(hi - lo, 1e-6), 0.0, 1.0) * 255.0
+                return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    return Image.fromarray(np.where(mask, 90, 0).astype(np.uint8)).convert("RGB")
+
+
+def _extended(p: np.ndarray, q: np.ndarray, reach: float) -> list[tuple[float, float]]:
+    d = (q - p) / max(float(np.linalg.norm(q - p)), 1e-9)
+    return [tuple(p - reach * d), tuple(q + reach * d)]
+
+
+def draw_overlay(
+    image: Image.Image, m: SpineMeasurement, title: str, anterior_side: str = "left", slip_pct: float = 10.0
+) -> Image.Image:
+    """Draw level labels, endplates coloured by Genant grade and the whole-spine angle on a copy of ``image``.
+
+    Args:
+        image: the RGB background, the same size as the measured mask.
+        m: the view's measurements.
+        title: written in the top-left corner.
+        anterior_side: on LAT, the side the patient faces; labels go on that side, clear of the arches.
+        slip_pct: listhesis from this many % of the endplate width on is written next to the level.
+
+    Returns:
+        the annotated copy.
+    """
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    scale = max(out.height / 576.0, 1.0)
+    font = ImageFont.load_default(size=max(10, round(11 * scale)))
+    thin, thick = max(1, round(scale)), max(2, round(2 * scale))
+    labels_left = m.view == "LAT" and anterior_side == "left"
+    for v in m.vertebrae:
+        c = v.geometry.corners
+        colour = GRADE_COLOURS[v.genant_grade or 0]
+        draw.line([tuple(p) for p in (*c, c[0])], fill=colour, width=thin)
+        draw.line([tuple(c[0]), tuple(c[1])], fill=(0, 255, 0), width=thick)
+        draw.line([tuple(c[3]), tuple(c[2])], fill=(255, 0, 255), width=thick)
+        text = v.level or "?"
+        if v.genant_grade:
+            text += f" G{v.genant_grade}"
+        if np.isfinite(v.listhesis_pct) and abs(v.listhesis_pct) >= slip_pct:
+            text += f" slip {v.listhesis_pct:.0f}%"
+        if v.missing_before:
+            text = f"(gap above) {text}"
+        mid = 0.5 * (c[0] + c[3]) if labels_left else 0.5 * (c[1] + c[2])
+        width = draw.textlength(text, font=font)
+        x = mid[0] - width - 4 * scale if labels_left else mid[0] + 4 * scale
+        draw.text((x, mid[1]), text, fill=colour, font=font, anchor="lm", stroke_width=1, stroke_fill=(0, 0, 0))
+    reach = 0.6 * max(v.geometry.width for v in m.vertebrae)
+    headline = title
+    if m.view == "AP" and m.cobb_instances is not None:
+        upper, lower = (m.vertebrae[i - 1].geometry.corners for i in m.cobb_instances)
+        for p, q in ((upper[0], upper[1]), (lower[3], lower[2])):
+            draw.line(_extended(p, q, reach), fill=(255, 255, 0), width=thick)
+        headline += f"  Cobb {m.cobb_angle:.1f}° ({m.cobb_levels[0]}-{m.cobb_levels[1]})"
+    if m.view == "LAT" and math.isfinite(m.lordosis_angle):
+        names = [v.level for v in m.vertebrae]
+        top = m.vertebrae[names.index("L1")].geometry.corners
+        if m.lordosis_reference == "S1":
+            low = m.vertebrae[names.index("S1")].geometry.corners
+            low_line = (low[0], low[1])
+        else:
+            low = m.vertebrae[names.index(m.lordosis_reference.split()[0])].geometry.corners
+            low_line = (low[3], low[2])
+        for p, q in ((top[0], top[1]), low_line):
+            draw.line(_extended(p, q, reach), fill=(255, 255, 0), width=thick)
+        headline += f"  LL {m.lordosis_angle:.1f}° (L1-{m.lordosis_reference})"
+    draw.text((4 * scale, 4 * scale), headline, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return out
+
+
+def measure_tree(
+    masks_dir: str | os.PathLike,
+    view: str | None = None,
+    *,
+    out_csv: str | os.PathLike,
+    images_dir: str | os.PathLike | None = None,
+    overlay: bool = True,
+    anchor: str = "S1",
+    anchor_end: str = "bottom",
+    anterior_side: str = "left",
+) -> pd.DataFrame:
+    """Measure every patient's vertebra mask(s) in an ELL888-layout tree and write the CSV and overlays.
+
+    Args:
+        masks_dir: root of the tree of masks (ground truth or predictions).
+        view: ``"AP"``, ``"LAT"``, or None for both.
+        out_csv: the CSV to write; overlays go to ``<its folder>/<class>/ID (<n>)/<VIEW>_measure.png``.
+        images_dir: root of the radiographs in the same layout (``<VIEW>/<VIEW>.jpg``) to draw overlays on;
+            None draws them on the masks.
+        overlay: whether to write overlay PNGs.
+        anchor: the level of the body at ``anchor_end`` (see :func:`~spine_monai.measure.levels.assign_levels`).
+        anchor_end: ``"bottom"`` or ``"top"``.
+        anterior_side: the side LAT films face.
+
+    Returns:
+        the rows written, :data:`KEY_COLUMNS` then :data:`VERTEBRA_COLUMNS` then :data:`SUMMARY_COLUMNS` (empty
+        where they do not apply). ``attrs["problems"]`` lists every problem as ``{"path", "reason"}``; when
+        there are any they are also written to ``<out_csv stem>_problems.csv``.
+
+    Raises:
+        DataError: when ``masks_dir`` holds no ``<class>/ID (<n>)`` folder at all.
+        ValueError: for an unknown view or anchor.
+    """
+    masks_dir = Path(masks_dir)
+    out_csv = Path(out_csv)
+    images = Path(images_dir) if images_dir is not None else None
+    views = VIEWS if view is None else (view.upper(),)
+    if any(v not in VIEWS for v in views):
+        raise ValueError(f"view must be one of {', '.join(VIEWS)} or None, got {view!r}")
+    if anchor not in LEVELS:
+        raise ValueError(f"anchor {anchor!r} is not a level; use one of {', '.join(LEVELS)}")
+    patients = _patients(masks_dir)
+    if not patients:
+        raise DataError(masks_dir, f"no {'/'.join(CLASSES)}/ID (<n>)/ folders: is this an ELL888-layout tree?")
+    problems = ProblemCollector()
+    rows: list[dict] = []
+    for cls, patient, patient_dir in patients:
+        for v in views:
+            path = patient_dir / v / f"{STRUCTURES[v][0]}{MASK_EXTENSION}"
+            key = {"patient": f"{cls}/{patient}", "class": cls, "view": v}
+            with problems.catch():
+                mask = read_mask(path)
+                m = measure_spine(
+                    mask, v, name=str(path), anchor=anchor, anchor_end=anchor_end, anterior_side=anterior_side
+                )
+                rows += [{"row_type": "vertebra", **key, **r} for r in _vertebra_rows(m, anterior_side)]
+                rows.append({"row_type": "summary", **key, **_summary_row(m)})
+                if overlay:
+                    background = _background(mask, images, cls, patient, v, problems)
+                    title = f"{cls}/{patient} {v}"
+                    image = draw_overlay(background, m, title, anterior_side)
+                    write_png_atomic(out_csv.parent / cls / patient / f"{v}_measure.png", image)
+    df = pd.DataFrame(rows, columns=[*KEY_COLUMNS, *VERTEBRA_COLUMNS, *SUMMARY_COLUMNS])
+    for col in ("genant_grade", "max_genant_grade", "instance", "missing_before", "area_px", "n_vertebrae"):
+        df[col] = df[col].astype("Int64")
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False, float_format="%.3f")
+    problems_csv = out_csv.with_name(f"{out_csv.stem}_problems.csv")
+    listed = [p.to_dict() for p in problems.problems]
+    if listed:
+        pd.DataFrame(listed, columns=["path", "reason"]).to_csv(problems_csv, index=False)
+    else:
+        # A list from an earlier run would describe masks that are now fine.
+        problems_csv.unlink(missing_ok=True)
+    df.attrs["problems"] = listed
+    return df
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    try:
+        df = measure_tree(
+            args.masks,
+            args.view,
+            out_csv=args.out,
+            images_dir=args.images,
+            overlay=not args.no_overlay,
+            anchor=args.anchor,
+            anchor_end=args.anchor_end,
+        )
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    problems = df.attrs["problems"]
+    summaries = df[df["row_type"] == "summary"]
+    print(
+        f"wrote {args.out}: {len(summaries)} patient-views, {int((df['row_type'] == 'vertebra').sum())} vertebrae, "
+        f"{len(problems)} problems"
+    )
+    if problems:
+        print(
+            f"problems ({len(problems)}), also in {args.out.with_name(args.out.stem + '_problems.csv')}:",
+            file=sys.stderr,
+        )
+        for p in problems:
+            print(f"  - {p['path']}: {p['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``measure`` subcommand; its handler is ``args.func(args) -> exit code``.
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        the ``measure`` parser.
+    """
+    p = subparsers.add_parser(
+        "measure",
+        help="Cobb angle, lordosis, heights, Genant grades and listhesis from vertebra masks",
+        description="Measure <masks>/<class>/ID (<n>)/<VIEW>/{Ap,Lat}_Vertebra.png into one CSV (a row per "
+        "vertebra and a summary row per patient and view) and an overlay PNG per patient-view next to it. "
+        "Exit status 1 when some masks had problems (listed, and written to <out stem>_problems.csv).",
+    )
+    p.add_argument("--masks", required=True, type=Path, help="root of the mask tree (ground truth or predicted)")
+    p.add_argument("--view", type=str.upper, choices=VIEWS, default=None, help="AP or LAT (default: both)")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument("--images", type=Path, default=None, help="radiograph tree to draw overlays on (default: masks)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--anchor", default="S1", help="level of the lowest body (default S1; L5 if no sacrum)")
+    p.add_argument(
+        "--anchor-end", choices=("bottom", "top"), default="bottom", help="which end --anchor names (default bottom)"
+    )
+    p.set_defaults(func=_cmd_measure)
+    return p

@@ -1,0 +1,178 @@
+"""Load MRI volumes (NIfTI, DICOM series, 2D slices) as channel-first MetaTensors with their world affine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+
+from spine_monai.data.mri import geometry_problems, label_value_problems, read_volume
+from spine_monai.errors import ProblemCollector
+
+__all__ = ["LoadVolume", "LoadVolumed", "SaveLabelVolume", "SaveLabelVolumed"]
+
+
+class LoadVolume(Transform):
+    """Read a volume with :func:`spine_monai.data.mri.read_volume` into a (1, X, Y, Z) MetaTensor.
+
+    The affine (voxel to RAS mm) travels in the MetaTensor, so MONAI's ``Orientationd`` can find the sagittal
+    axis whatever the stored order, and ``Invertd`` / ``SaveImaged`` can put predictions back on the input grid.
+    DICOM series get the affine derived from their ImagePositionPatient / ImageOrientationPatient.
+
+    Returns:
+        a float32 MetaTensor of shape (1, X, Y, Z), meta with ``filename_or_obj``, ``affine`` and
+        ``original_affine``.
+
+    Raises:
+        DataError: naming the file for anything unreadable, NaN or inf voxels, or an empty volume.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        array, affine = read_volume(path)
+        aff = torch.as_tensor(affine, dtype=torch.float64)
+        meta = {
+            "filename_or_obj": str(path),
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(array.shape),
+            "original_channel_dim": "no_channel",
+        }
+        return MetaTensor(torch.as_tensor(array[None]), affine=aff, meta=meta)
+
+
+class LoadVolumed(MapTransform):
+    """Dictionary-based wrapper of :py:class:`LoadVolume` that also checks a case's files agree.
+
+    Args:
+        keys: keys of volume paths (e.g. ``["T1w", "T2w", "label"]``).
+        reference_key: the key every other volume must match in shape and affine (within
+            ``spine_monai.data.mri.AFFINE_TOLERANCE_MM``); ``None`` skips the check.
+        label_key: the key of the label volume, checked against ``label_map``.
+        label_map: class name -> id; the label may hold only these ids. ``None`` skips the check.
+        allow_missing_keys: don't raise if a key is missing.
+
+    Raises:
+        DataError: listing every problem of the case at once.
+    """
+
+    backend = LoadVolume.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_key: str | None = None,
+        label_key: str | None = None,
+        label_map: Mapping[str, int] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadVolume()
+        self.reference_key = reference_key
+        self.label_key = label_key
+        self.label_map = label_map
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        problems = ProblemCollector()
+        for key in self.key_iterator(d):
+            with problems.catch():
+                d[key] = self.loader(d[key])
+        problems.raise_if_any()
+        ref = d.get(self.reference_key) if self.reference_key else None
+        for key in self.key_iterator(d):
+            vol = d[key]
+            path = vol.meta["filename_or_obj"]
+            if ref is not None and key != self.reference_key:
+                what = "label" if key == self.label_key else f"channel {key}"
+                problems.extend(
+                    geometry_problems(
+                        path,
+                        what,
+                        vol.shape[1:],
+                        vol.affine.numpy(),
+                        self.reference_key,
+                        ref.shape[1:],
+                        ref.affine.numpy(),
+                    )
+                )
+            if key == self.label_key and self.label_map is not None:
+                problems.extend(label_value_problems(path, np.unique(vol.numpy()), self.label_map))
+        problems.raise_if_any()
+        return d
+
+
+class SaveLabelVolume(Transform):
+    """Write a label volume as ``<output_dir>/<subdir>/<filename>`` (NIfTI, uint8), with the volume's own affine.
+
+    After ``Invertd`` the prediction is back on the input's voxel grid and carries the input's affine, so the
+    written file matches the input (NIfTI or DICOM series) in shape and affine. Written through a temporary
+    file and a rename.
+
+    Args:
+        output_dir: root of the predictions.
+        filename: file name inside each case's folder.
+
+    Returns:
+        the label, unchanged.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, output_dir: str | os.PathLike, filename: str = "label.nii.gz") -> None:
+        self.output_dir = Path(output_dir)
+        self.filename = filename
+
+    def __call__(self, label: torch.Tensor, subdir: str) -> torch.Tensor:
+        array = np.asarray(label.detach().cpu())
+        if array.ndim == 4:
+            if array.shape[0] != 1:
+                raise ValueError(f"expected a one-channel label volume, got shape {array.shape}")
+            array = array[0]
+        affine = label.affine.numpy() if isinstance(label, MetaTensor) else np.eye(4)
+        path = self.output_dir / subdir / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
+        nib.save(nib.Nifti1Image(np.rint(array).astype(np.uint8), affine), str(tmp))
+        os.replace(tmp, path)
+        return label
+
+
+class SaveLabelVolumed(MapTransform):
+    """Dictionary-based wrapper of :py:class:`SaveLabelVolume`.
+
+    Args:
+        keys: the label key(s) to write, (1, X, Y, Z) class ids on the input grid.
+        output_dir: root of the predictions.
+        subdir_key: key holding the case's folder relative to ``output_dir``.
+        filename: file name inside each case's folder.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    backend = SaveLabelVolume.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        subdir_key: str = "case",
+        filename: str = "label.nii.gz",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.saver = SaveLabelVolume(output_dir, filename)
+        self.subdir_key = subdir_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.saver(d[key], subdir=str(d[self.subdir_key]))
+        return d

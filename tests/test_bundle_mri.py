@@ -1,0 +1,214 @@
+"""The MRI slice-segmentation bundle through monai.bundle on tiny synthetic volumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, SHARED, raises_in_chain
+from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
+from monai.transforms import Compose
+
+from spine_monai.data import build_mri_datalist, read_volume, write_datalist
+from spine_monai.data.synth_mri import write_mri_dataset
+from spine_monai.errors import DataError
+
+BUNDLE = REPO / "bundles" / "spine_mri_seg"
+# Coarser in-plane spacing and smaller patches keep the CPU test quick; the pipeline is the real one.
+FAST = {"num_workers": 0, "progress_bar": False, "in_plane_spacing": [3.0, 3.0], "patch_size": [96, 96]}
+FAST_EVAL = {"num_workers": 0, "in_plane_spacing": [3.0, 3.0], "patch_size": [96, 96]}
+
+
+def _cfg(*names):
+    files = [str(BUNDLE / "configs" / n) for n in names]
+    return files[0] if len(files) == 1 else files
+
+
+@pytest.fixture(scope="module")
+def mri(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mri") / "data"
+    write_mri_dataset(root, cases=5, seed=2, shape=(6, 96, 96), dicom_cases=1, workers=1)
+    datalist = root.parent / "datalist.json"
+    write_datalist(datalist, build_mri_datalist(root, folds=2, test_fraction=0.2, seed=0))
+    out = root.parent / "run"
+    run(
+        config_file=_cfg("train.json"),
+        dataset_dir=str(root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        val_interval=1,
+        slices_per_volume=2,
+        **{"train#trainer#max_epochs": 1},
+        **FAST,
+    )
+    return root, datalist, out
+
+
+def test_train_and_evaluate(mri):
+    root, datalist, out = mri
+    assert (out / "models" / "model.pt").is_file()
+    run(
+        config_file=_cfg("evaluate.json"),
+        dataset_dir=str(root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        **FAST_EVAL,
+    )
+    per_case = pd.read_csv(out / "eval" / "per_case.csv")
+    assert list(per_case.columns) == ["case", "class", "Dice", "IoU", "FP", "FN"]
+    assert per_case["class"].nunique() == 12
+    overall = pd.read_csv(out / "eval" / "overall.csv")
+    assert list(overall.columns) == ["case", "pixel_accuracy", "mean_accuracy", "mean_iou", "mean_iou_no_bg", "fw_iou"]
+    assert overall["case"].iloc[-1] == "mean" and len(overall) == per_case["case"].nunique() + 1
+    assert overall.drop(columns="case").apply(lambda c: c.between(0, 1).all()).all()
+    case = per_case["case"].iloc[0]
+    pred = nib.load(out / "eval" / "predictions" / case / "label.nii.gz")
+    label = nib.load(root / case / "label.nii.gz")
+    assert pred.shape == label.shape
+    np.testing.assert_allclose(pred.affine, label.affine, atol=1e-4)
+
+
+def test_inference_keeps_the_input_grid_for_nifti_and_dicom(mri, tmp_path):
+    root, _, out = mri
+    infer = tmp_path / "infer"
+    run(
+        config_file=_cfg("inference.json"),
+        dataset_dir=str(root),
+        output_dir=str(infer),
+        ckpt_path=str(out / "models" / "model.pt"),
+        **FAST_EVAL,
+    )
+    written = sorted(p.parent.name for p in (infer / "predictions").rglob("label.nii.gz"))
+    assert written == sorted(p.name for p in root.iterdir() if p.is_dir())
+    dicom_case = next(p for p in root.iterdir() if (p / "T1w").is_dir())
+    nifti_case = next(p for p in root.iterdir() if (p / "T1w.nii.gz").is_file())
+    for case in (dicom_case, nifti_case):
+        source = case / "T1w" if case == dicom_case else case / "T1w.nii.gz"
+        array, affine = read_volume(source)
+        pred = nib.load(infer / "predictions" / case.name / "label.nii.gz")
+        assert pred.shape == array.shape, case.name
+        np.testing.assert_allclose(pred.affine, affine, atol=1e-4, err_msg=case.name)
+        assert set(np.unique(np.asarray(pred.dataobj))) <= set(range(12))
+
+
+def test_slicing_axis_comes_from_the_affine(mri, tmp_path):
+    """A case stored in another voxel order gives the same preprocessed sagittal slices."""
+    root, _, _ = mri
+    case = next(p for p in root.iterdir() if (p / "T1w.nii.gz").is_file())
+    other = tmp_path / case.name
+    other.mkdir()
+    for name in ("T1w", "T2w", "label"):
+        img = nib.load(case / f"{name}.nii.gz")
+        target = nib.orientations.axcodes2ornt(("L", "S", "A"))
+        xform = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine), target)
+        nib.save(img.as_reoriented(xform), other / f"{name}.nii.gz")
+    assert nib.aff2axcodes(nib.load(other / "T1w.nii.gz").affine) == ("L", "S", "A")
+    assert nib.aff2axcodes(nib.load(case / "T1w.nii.gz").affine) != ("L", "S", "A")
+    parser = ConfigParser()
+    parser.read_config(_cfg("train.json"))
+    parser.update({"in_plane_spacing": [3.0, 3.0]})
+    transform = Compose(parser.get_parsed_content("preprocessing"))
+    a = transform({c: str(case / f"{c}.nii.gz") for c in ("T1w", "T2w", "label")})
+    b = transform({c: str(other / f"{c}.nii.gz") for c in ("T1w", "T2w", "label")})
+    assert a["image"].shape == b["image"].shape
+    np.testing.assert_allclose(a["image"].numpy(), b["image"].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
+    # PIR: the last axis is left-right, so sagittal slices are image[..., k].
+    assert nib.aff2axcodes(a["image"].affine.numpy()) == ("P", "I", "R")
+
+
+def test_sixteen_bit_png_slices(mri, tmp_path):
+    _, _, out = mri
+    root = tmp_path / "png"
+    write_mri_dataset(root, cases=2, seed=4, shape=(4, 96, 96), slice_format="png", workers=1)
+    datalist = tmp_path / "dl.json"
+    write_datalist(datalist, build_mri_datalist(root, folds=2, test_fraction=0.5))
+    run(
+        config_file=_cfg("evaluate.json"),
+        dataset_dir=str(root),
+        datalist=str(datalist),
+        output_dir=str(tmp_path),
+        ckpt_path=str(out / "models" / "model.pt"),
+        **FAST_EVAL,
+    )
+    per_case = pd.read_csv(tmp_path / "eval" / "per_case.csv")
+    assert per_case["case"].str.contains("/slice_").all()
+
+
+def test_inference_reports_bad_volumes_and_processes_the_rest(mri, tmp_path):
+    root, _, out = mri
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    case = next(p for p in data.iterdir() if (p / "T2w.nii.gz").is_file())
+    img = nib.load(case / "T2w.nii.gz")
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), case / "T2w.nii.gz")
+    infer = tmp_path / "infer"
+    with raises_in_chain(DataError, match="T2w.nii.gz: .*NaN"):
+        run(
+            config_file=_cfg("inference.json"),
+            dataset_dir=str(data),
+            output_dir=str(infer),
+            ckpt_path=str(out / "models" / "model.pt"),
+            **FAST_EVAL,
+        )
+    assert len(list((infer / "predictions").rglob("label.nii.gz"))) == 4
+    assert not (infer / "predictions" / case.name).exists()
+    assert "NaN" in (infer / "failures.csv").read_text()
+
+
+def test_label_outside_the_map_stops_training(mri, tmp_path):
+    root, datalist, _ = mri
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    records = json.loads(datalist.read_text())["training"]
+    case = data / records[0]["case"]
+    img = nib.load(case / "label.nii.gz")
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] = 14
+    nib.save(nib.Nifti1Image(arr, img.affine), case / "label.nii.gz")
+    with raises_in_chain(DataError, match=r"label values \{14\} are not in the label map"):
+        run(
+            config_file=_cfg("train.json"),
+            dataset_dir=str(data),
+            datalist=str(datalist),
+            output_dir=str(tmp_path / "o"),
+            **{"train#trainer#max_epochs": 1},
+            **FAST,
+        )
+
+
+def test_other_label_sets_and_one_channel(mri, tmp_path):
+    """A user with {background, disc, vertebra} and only T2w overrides the map and channels; outputs follow."""
+    parser = ConfigParser()
+    parser.read_config(_cfg("train.json"))
+    parser.update({"label_map": {"background": 0, "disc": 1, "vertebra": 2}, "channels": ["T2w"]})
+    net = parser.get_parsed_content("network_def")
+    assert net(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+    parser.update({"label_map": {"background": 0, "disc": 2}})
+    with raises_in_chain(ValueError, match="without gaps"):
+        parser.get_parsed_content("n_classes")
+
+
+def test_metadata_and_network_io():
+    schema = SHARED / "monai" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip("../shared/monai/meta_schema_20240725.json is not beside the repository")
+    meta = str(BUNDLE / "configs" / "metadata.json")
+    verify_metadata(meta_file=meta, filepath=str(schema))
+    verify_net_in_out(net_id="network_def", meta_file=meta, config_file=_cfg("inference.json"), device="cpu", n=1)
+    for f in (
+        "configs/train.json",
+        "configs/evaluate.json",
+        "configs/inference.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+    ):
+        assert (BUNDLE / f).is_file(), f
