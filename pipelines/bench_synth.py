@@ -23,10 +23,9 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         write_xray_dataset(os.path.join(tmp, "data"), args.cases, seed=0, workers=args.workers)
         elapsed = time.perf_counter() - start
-    print(
-        f"synth xray: {args.cases} patients at 384x576 in {elapsed:.1f} s "
-        f"({args.cases / elapsed:.1f} patients/s) on {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
-    )
+    machine = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+    rate = args.cases / elapsed
+    print(f"synth xray: {args.cases} patients at 384x576 in {elapsed:.1f} s ({rate:.1f}/s) on {machine}")
     return 0
 
 
