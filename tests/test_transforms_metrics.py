@@ -110,7 +110,7 @@ def test_multilabel_loss_is_per_channel_sigmoid():
     torch.manual_seed(0)
     target = (torch.rand(2, 3, 32, 32) > 0.7).float()
     target[:, 1] = target[:, 0]  # overlapping channels must not compete
-    loss = MultiLabelDiceBCELoss(channel_weights=[1, 1, 3], pos_weight=[1, 1, 5], cldice_channels=[2])
+    loss = MultiLabelDiceBCELoss(channel_weights=[1, 1, 3], pos_weight=[1, 1, 5], skeleton_channels=[2])
     perfect = loss(target * 20 - 10, target)
     bad = loss(-(target * 20 - 10), target)
     assert perfect < 0.2 < bad

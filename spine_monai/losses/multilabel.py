@@ -2,35 +2,63 @@
 
 MONAI's ``DiceCELoss(sigmoid=True)`` switches to a softmax cross-entropy whenever there is more than one
 channel, which would make overlapping masks (a pedicle inside a vertebra) compete. This loss keeps every
-channel binary: sigmoid Dice plus binary cross-entropy per channel, and optionally MONAI's soft clDice on
-the channels that are thin lines, so that a broken line costs more than a thin one.
+channel binary: sigmoid Dice plus binary cross-entropy per channel, and on the channels that are thin lines a
+skeleton-recall term (Kirchhoff et al., "Skeleton Recall Loss for Connectivity Conserving and Resource
+Efficient Segmentation of Thin Tubular Structures", ECCV 2024): the soft recall of the prediction over the
+truth's skeleton, so that a gap in a line costs as much as its length, not its few pixels. Unlike soft clDice,
+the skeleton is taken of the binary truth, without gradients, which costs milliseconds instead of seconds per
+batch on a CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceLoss, SoftclDiceLoss
+from monai.losses import DiceLoss
+from scipy import ndimage
+from skimage.morphology import skeletonize
 
-__all__ = ["MultiLabelDiceBCELoss"]
+__all__ = ["MultiLabelDiceBCELoss", "tubed_skeleton"]
+
+
+def tubed_skeleton(masks: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Skeletons of binary masks, dilated by ``radius`` pixels (a thin tube along each centreline).
+
+    Args:
+        masks: (B, C, H, W) binary tensor.
+        radius: dilation in pixels; 1 tolerates the half-pixel placement of a skeleton.
+
+    Returns:
+        a float tensor of the same shape and device, without gradient.
+    """
+    arr = masks.detach().cpu().numpy() > 0.5
+    out = np.zeros(arr.shape, dtype=np.float32)
+    structure = ndimage.generate_binary_structure(2, 1)
+    for b in range(arr.shape[0]):
+        for c in range(arr.shape[1]):
+            if arr[b, c].any():
+                skel = skeletonize(arr[b, c])
+                out[b, c] = ndimage.binary_dilation(skel, structure, iterations=radius) if radius > 0 else skel
+    return torch.from_numpy(out).to(masks.device)
 
 
 class MultiLabelDiceBCELoss(nn.Module):
-    """Sigmoid Dice + BCE per channel, channel-weighted, with an optional clDice term on thin channels.
+    """Sigmoid Dice + BCE per channel, channel-weighted, with a skeleton-recall term on thin channels.
 
     Args:
         channel_weights: one weight per channel, applied to both the Dice and the BCE of that channel before
             averaging over channels; give thin structures more (e.g. 2.0) so their few pixels are not outvoted.
         pos_weight: BCE weight of foreground pixels, per channel or shared; a sparse line of ~1% of the
             pixels learns faster with a foreground weight above 1.
-        cldice_channels: indices of channels that get the soft clDice term (skeleton recall/precision).
+        skeleton_channels: indices of channels that get the skeleton-recall term (the thin lines).
         lambda_dice: weight of the Dice term.
         lambda_bce: weight of the BCE term.
-        lambda_cldice: weight of the clDice term.
-        cldice_iters: soft-skeleton iterations; about the half-width in pixels of the thickest line.
+        lambda_skeleton: weight of the skeleton-recall term.
+        skeleton_radius: dilation of the truth's skeleton, in pixels.
 
     Returns:
         the scalar loss, from logits of shape (B, C, H, W) and 0/1 targets of the same shape.
@@ -40,20 +68,20 @@ class MultiLabelDiceBCELoss(nn.Module):
         self,
         channel_weights: Sequence[float] | None = None,
         pos_weight: float | Sequence[float] = 1.0,
-        cldice_channels: Sequence[int] = (),
+        skeleton_channels: Sequence[int] = (),
         lambda_dice: float = 1.0,
         lambda_bce: float = 1.0,
-        lambda_cldice: float = 0.5,
-        cldice_iters: int = 3,
+        lambda_skeleton: float = 1.0,
+        skeleton_radius: int = 1,
     ) -> None:
         super().__init__()
         self.dice = DiceLoss(sigmoid=True, reduction="none")
-        self.cldice = SoftclDiceLoss(iter_=cldice_iters, sigmoid=True)
         weights = torch.as_tensor(channel_weights if channel_weights is not None else [], dtype=torch.float32)
         self.register_buffer("channel_weights", weights)
         self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32).reshape(-1))
-        self.cldice_channels = [int(c) for c in cldice_channels]
-        self.lambda_dice, self.lambda_bce, self.lambda_cldice = lambda_dice, lambda_bce, lambda_cldice
+        self.skeleton_channels = [int(c) for c in skeleton_channels]
+        self.skeleton_radius = skeleton_radius
+        self.lambda_dice, self.lambda_bce, self.lambda_skeleton = lambda_dice, lambda_bce, lambda_skeleton
 
     def _weights(self, n: int, ref: torch.Tensor) -> torch.Tensor:
         if self.channel_weights.numel() == 0:
@@ -76,7 +104,13 @@ class MultiLabelDiceBCELoss(nn.Module):
         bce = bce.mean(dim=[0, *range(2, input.ndim)])
         # Average over channels, not over weights: extra weight on the lines must not take gradient from the rest.
         loss = self.lambda_dice * (w * dice).mean() + self.lambda_bce * (w * bce).mean()
-        if self.cldice_channels and self.lambda_cldice > 0:
-            idx = self.cldice_channels
-            loss = loss + self.lambda_cldice * self.cldice(input[:, idx], target[:, idx])
+        if self.skeleton_channels and self.lambda_skeleton > 0:
+            idx = self.skeleton_channels
+            skeleton = tubed_skeleton(target[:, idx], self.skeleton_radius).to(input.dtype)
+            length = skeleton.sum(dim=[*range(2, input.ndim)])
+            found = (torch.sigmoid(input[:, idx]) * skeleton).sum(dim=[*range(2, input.ndim)])
+            present = length > 0
+            if present.any():
+                recall = found[present] / length[present]
+                loss = loss + self.lambda_skeleton * (1.0 - recall).mean()
         return loss
