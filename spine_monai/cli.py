@@ -194,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=_cmd_datalist_mri)
 
     from spine_monai.measure.command import add_measure_parser
+    from spine_monai.report import add_report_parser
 
     add_measure_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -323,7 +323,7 @@ def test_report_content(full_report, evals, xray_root):
     text = full_report.read_text(encoding="utf-8")
     page = _Page(text)
     assert page.title == "Spine <test> report & co"
-    h2 = [h for h in page.headings if h in page.headings]
+    h2 = page.headings
     assert "X-ray segmentation, AP view: ap_seg" in h2
     assert "MRI segmentation: mri_seg" in h2
     assert "Classification: cls" in h2
@@ -456,7 +456,17 @@ def test_command(tmp_path, evals, capsys):
     assert err.startswith("error: ") and "nothing to report" in err and str(tmp_path) in err
     none = parser.parse_args(["report", "--out", str(tmp_path / "x.html")])
     assert none.func(none) == 2 and "--eval-dir" in capsys.readouterr().err
+    malformed = tmp_path / "m.csv"
+    malformed.write_text("patient,cobb\nNormal/ID (1),3\n")
+    bad = parser.parse_args(["report", "--measure", str(malformed), "--out", str(tmp_path / "x.html")])
+    assert bad.func(bad) == 2 and "missing column(s) row_type, view" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+    # Measurements alone make a report too.
+    only = parser.parse_args(["report", "--measure", str(evals["measure"]), "--out", str(tmp_path / "m.html")])
+    assert only.func(only) == 0
+    assert [h for h in _page(tmp_path / "m.html").headings if h.startswith("Measurements")] == [
+        "Measurements: measure.csv"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -477,7 +487,9 @@ CHROMIUM_FLAGS = (
 )
 
 
-def _chromium() -> str:
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The browser's path; session-scoped so that a missing browser skips before any report is built."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
@@ -511,18 +523,15 @@ def _run_chromium(browser: str, tmp_path: Path, *args: str) -> str:
 
 _SORT_PROBE = """<script>
 window.addEventListener('load', function () {
-  var t = document.querySelector('table.per-case');
-  var th = t.querySelector('th[aria-sort]');
+  var th = document.querySelector('table.per-case th[aria-sort]');
   th.click();  // was ascending: now descending
-  var keys = Array.prototype.map.call(t.tBodies[0].rows, function (r) { return r.getAttribute('data-key'); });
-  document.body.setAttribute('data-sorted-desc', JSON.stringify(keys));
   document.body.setAttribute('data-sort-state', th.getAttribute('aria-sort'));
 });
 </script></body>"""
 
 
-def test_report_in_headless_chromium(full_report, evals, xray_root, tmp_path):
-    browser = _chromium()
+def test_report_in_headless_chromium(chromium, full_report, xray_root, tmp_path):
+    browser = chromium
     dom = _run_chromium(browser, tmp_path, "--dump-dom", full_report.resolve().as_uri())
     page = _Page(dom)
     assert page.title == "Spine <test> report & co"
@@ -542,8 +551,10 @@ def test_report_in_headless_chromium(full_report, evals, xray_root, tmp_path):
     probe.write_text(full_report.read_text(encoding="utf-8").replace("</body>", _SORT_PROBE), encoding="utf-8")
     probed = _Page(_run_chromium(browser, tmp_path, "--dump-dom", probe.as_uri()))
     assert probed.body.get("data-sort-state") == "descending"
-    default = [r["key"] for r in _page(full_report).tables_ending("-per-case")[0]]
-    assert json.loads(probed.body["data-sorted-desc"]) == default[::-1]
+    resorted = probed.tables_ending("-per-case")[0]
+    dice = _sort_values(resorted, 1)
+    assert dice == sorted(dice, reverse=True) and dice != sorted(dice)
+    assert {r["key"] for r in resorted} == {r["key"] for r in xray_rows}
 
     # A screenshot, kept with the test's files.
     shot = tmp_path / "report.png"

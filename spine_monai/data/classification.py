@@ -35,6 +35,7 @@ __all__ = [
     "cls_inference_inputs",
     "cls_records",
     "image_keys",
+    "keys_of_view",
     "mask_key",
     "mask_source",
     "view_channels",
@@ -133,6 +134,11 @@ def image_keys(views: str | Sequence[str], mask_guided=False, mask_structures: S
         if structures:
             keys.append(mask_key(view))
     return keys
+
+
+def keys_of_view(keys: Sequence[str], view: str) -> list[str]:
+    """The keys among ``keys`` that belong to ``view``: the view's image and its mask key, if present."""
+    return [k for k in keys if k in (view, mask_key(view))]
 
 
 def _class_of(record: dict) -> tuple[str | None, int | None]:

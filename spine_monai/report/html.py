@@ -124,11 +124,10 @@ def _finite(v: object) -> bool:
 
 
 def _fmt(v: object, digits: int = 3) -> str:
-    """A number for display: fixed decimals, whole numbers without; missing values as an en dash."""
-    if not _finite(v):
-        return "–" if v is None or isinstance(v, float) or v is pd.NA or str(v).strip() == "" else str(v)
-    f = float(v)
-    return f"{f:.{digits}f}" if digits >= 0 else f"{f:.0f}"
+    """A number with ``digits`` decimals; NaN, None and empty text as an en dash; other text as it is."""
+    if _finite(v):
+        return f"{float(v):.{digits}f}"
+    return "–" if v is None or v is pd.NA or isinstance(v, float) or str(v).strip() == "" else str(v)
 
 
 def _sort_value(v: object) -> str:
@@ -374,6 +373,7 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
         s.body.append(_note("No summary.csv: the summary below is computed from per_case.csv."))
     s.body.append(_seg_summary_table(summary, name_col))
 
+    overall = None
     if kind == "mri_seg":
         overall_csv = ed.path / "overall.csv"
         if overall_csv.is_file():
@@ -405,9 +405,8 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
     )
 
     extra: dict[str, pd.Series] = {}
-    if kind == "mri_seg" and (ed.path / "overall.csv").is_file():
-        ov = read_csv_checked(ed.path / "overall.csv", required=("case",), numeric=("mean_iou_no_bg", "pixel_accuracy"))
-        ov = ov[ov["case"].str.strip().str.lower() != "mean"].drop_duplicates("case").set_index("case")
+    if overall is not None:
+        ov = overall[overall["case"].str.strip().str.lower() != "mean"].drop_duplicates("case").set_index("case")
         for c in ("mean_iou_no_bg", "pixel_accuracy"):
             if c in ov.columns:
                 extra[c] = ov[c].reindex(ids)
@@ -443,7 +442,8 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
         _table(
             columns,
             rows,
-            caption=f"Dice per case, sorted by {mean_label} ascending; click a header to sort by it.",
+            caption=f"Dice per case, sorted by {mean_label} ascending (red below 0.5, amber below 0.8); "
+            "click a header to sort by it.",
             table_id=f"{s.anchor}-per-case",
             cls="per-case",
         )
@@ -455,6 +455,13 @@ def _dice_class(v: object) -> str:
         return ""
     f = float(v)
     return "bad" if f < 0.5 else "warn" if f < 0.8 else ""
+
+
+def _grade_class(grade: object) -> str:
+    """Genant grade 1 amber, 2-3 red."""
+    if not _finite(grade) or float(grade) < 1:
+        return ""
+    return "bad" if float(grade) >= 2 else "warn"
 
 
 # ---- classification -------------------------------------------------------------------------------------
@@ -551,7 +558,7 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
             cm.to_numpy(dtype=float), [str(i) for i in cm.index], [str(c) for c in cm.columns]
         )
     if png is not None:
-        figures.append(_figure(png, "Confusion matrix", "Confusion matrix"))
+        figures.append(_figure(png, "Confusion matrix"))
     elif cm is None:
         s.body.append(_note("No confusion_matrix.csv/.png (or per_patient.csv): the confusion matrix is omitted."))
 
@@ -570,7 +577,7 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
         roc_png = roc_figure(fpr, tpr, float(auc) if _finite(auc) else computed)
         s.body.append(_note("No roc_curve.csv: the ROC curve is computed from per_patient.csv."))
     if roc_png is not None:
-        figures.append(_figure(roc_png, "ROC curve", "ROC curve"))
+        figures.append(_figure(roc_png, "ROC curve"))
     else:
         s.body.append(_note("No roc_curve.csv/.png (or per_patient.csv with label, prob_damaged): no ROC curve."))
     if cm is not None:
@@ -672,15 +679,7 @@ def _measure_section(b: _Builder, csv: Path) -> None:
             _text(f"{upper}–{lower}" if upper and lower else ""),
             _num(get("LAT", patient, "lordosis_angle_deg"), 1),
             _text(get("LAT", patient, "lordosis_reference") or ""),
-            _num(
-                grade,
-                0,
-                "bad"
-                if _finite(grade) and float(grade) >= 2
-                else "warn"
-                if _finite(grade) and float(grade) >= 1
-                else "",
-            ),
+            _num(grade, 0, _grade_class(grade)),
             _text(get("LAT", patient, "max_genant_level") or ""),
             _num(get("LAT", patient, "max_listhesis_pct"), 1),
             _text(get("LAT", patient, "max_listhesis_level") or ""),

@@ -64,7 +64,8 @@ def dice_boxplot(groups: dict[str, Sequence[float]], title: str = "Dice per stru
     for p, v in zip(positions, values, strict=True):
         ax.plot(p + rng.uniform(-0.15, 0.15, v.size), v, "o", ms=3, alpha=0.55, color="#2c6fbb")
     ax.set_xticks(positions)
-    ax.set_xticklabels(names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    tilt = len(names) > 3 or sum(len(n) for n in names) > 8 * len(names)
+    ax.set_xticklabels(names, rotation=25 if tilt else 0, ha="right" if tilt else "center")
     ax.set_xlim(0.4, len(names) + 0.6)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(ylabel)
