@@ -15,6 +15,7 @@ from spine_monai.transforms import (
     LoadStructureMasksd,
     ResizeMasksToFit,
     ResizeToFitd,
+    ThinLines,
     fit_size,
     overlay_masks,
 )
@@ -74,6 +75,17 @@ def test_load_masks_reports_every_bad_mask(tmp_path):
     reasons = [(p.path.rsplit("/", 1)[-1], p.reason) for p in e.value.problems]
     assert reasons[0][0] == "b.png" and "mask size 11x20 differs" in reasons[0][1]
     assert reasons[1] == ("c.png", "mask file not found")
+
+
+def test_thin_lines_redraws_wide_lines_at_nominal_width():
+    pred = torch.zeros(2, 40, 40)
+    pred[0, 5:35, 15:22] = 1  # a 7-px wide "line", as upsampling from low resolution gives
+    pred[1, 5:35, 15:22] = 1  # a thick structure, left alone
+    out = ThinLines(channels=[0], width=3)(pred)
+    widths = out[0, 10:30].sum(dim=1)
+    assert (widths == 3).all(), widths
+    assert out[0, 10:30, 18].all()  # centred on the original line
+    assert torch.equal(out[1], pred[1])
 
 
 def test_binarize_per_channel():

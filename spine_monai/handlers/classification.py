@@ -15,7 +15,6 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 from monai.handlers import IgniteMetricHandler
-from monai.handlers.utils import from_engine
 from monai.transforms import Invertd
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 from monai.visualize import GradCAM, OcclusionSensitivity
@@ -66,8 +65,15 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _per_sample(data, key: str) -> list:
+    """One value per sample of ``key``, from a collated dict or MONAI's decollated list of dicts.
+
+    (``monai.handlers.from_engine`` returns a tuple for a dict but the bare list for a list and one key.)
+    """
+    if isinstance(data, dict):
+        value = data[key]
+        return list(value) if isinstance(value, (list, tuple, torch.Tensor, np.ndarray)) else [value]
+    return [d[key] for d in data]
 
 
 class _ProbabilityCollector:
@@ -104,17 +110,14 @@ class _ProbabilityCollector:
         self._ids, self._probs, self._labels = [], [], []
 
     def _collect(self, engine: Engine) -> None:
-        # The batch is a dict of collated values or, after MONAI's decollation, a list of dicts.
-        ids = _as_list(from_engine([self.id_key])(engine.state.batch)[0])
-        probs = _as_list(from_engine([self.prob_key])(engine.state.output)[0])
+        ids = _per_sample(engine.state.batch, self.id_key)
+        probs = _per_sample(engine.state.output, self.prob_key)
         if len(ids) != len(probs):
-            probs = list(torch.as_tensor(probs[0]))  # a collated (B, C) tensor
+            raise RuntimeError(f"{len(ids)} ids for {len(probs)} predictions in an iteration")
         self._ids.extend(str(i) for i in ids)
         self._probs.extend(torch.as_tensor(p).detach().float().cpu().reshape(-1) for p in probs)
         if self.label_key is not None:
-            labels = _as_list(from_engine([self.label_key])(engine.state.output)[0])
-            if len(labels) != len(ids):
-                labels = list(torch.as_tensor(labels[0]).reshape(-1))
+            labels = _per_sample(engine.state.output, self.label_key)
             self._labels.extend(torch.as_tensor(y).detach().cpu().reshape(-1)[:1].long() for y in labels)
 
     def _gathered(self) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -356,9 +359,10 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(m: torch.Tensor) -> torch.Tensor:
-    m = torch.nan_to_num(m.float()).clamp_min(0)
-    top = m.max()
-    return m / top if top > 0 else m
+    """Stretch a map to [0, 1] between its minimum and maximum (a flat map becomes 0: nothing stands out)."""
+    m = torch.nan_to_num(m.float())
+    lo, hi = m.min(), m.max()
+    return (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
 
 
 class _OneView(nn.Module):
@@ -508,6 +512,7 @@ class ClassActivationWriter:
         )
         with torch.no_grad():
             occ_map, _ = occ(x[:, start:stop])
-        # (1, 1, H, W, classes): the class probability with each region occluded; the drop is the importance.
-        prob_occluded = torch.as_tensor(occ_map)[0, ..., cls].mean(dim=0)
+        # (1, classes, H, W): each class's probability with the region around each pixel occluded; the drop in the
+        # explained class's probability is the region's importance.
+        prob_occluded = torch.as_tensor(occ_map)[0, cls].to(probs.device)
         return (probs[cls] - prob_occluded).clamp_min(0)

@@ -9,7 +9,7 @@ from spine_monai.transforms.io import (
     SaveStructureMasksd,
     overlay_masks,
 )
-from spine_monai.transforms.masks import BinarizeMasks, BinarizeMasksd
+from spine_monai.transforms.masks import BinarizeMasks, BinarizeMasksd, ThinLines, ThinLinesd
 from spine_monai.transforms.spatial import (
     ResizeMasksToFit,
     ResizeMasksToFitd,
@@ -36,6 +36,8 @@ __all__ = [
     "SaveLabelVolume",
     "SaveLabelVolumed",
     "SaveStructureMasksd",
+    "ThinLines",
+    "ThinLinesd",
     "fit_size",
     "overlay_masks",
 ]

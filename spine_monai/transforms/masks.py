@@ -9,8 +9,10 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
+from scipy import ndimage
+from skimage.morphology import skeletonize
 
-__all__ = ["BinarizeMasks", "BinarizeMasksd"]
+__all__ = ["BinarizeMasks", "BinarizeMasksd", "ThinLines", "ThinLinesd"]
 
 
 def _per_channel(value: float | Sequence[float], n: int, like: torch.Tensor) -> torch.Tensor:
@@ -62,4 +64,67 @@ class BinarizeMasksd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.binarize(d[key])
+        return d
+
+
+class ThinLines(Transform):
+    """Redraw thin-line channels of a binary prediction at a fixed width: skeletonize, then dilate.
+
+    Upsampling a prediction made at 1/7 of the film's resolution widens a 3-px line to the width of one
+    network pixel, 7 px; the line's position is right but its plain Dice is capped near 2*3/(3+7). Thinning
+    to the line's nominal width keeps the position and restores the width.
+
+    Args:
+        channels: indices of the line channels; other channels are returned unchanged.
+        width: nominal line width in pixels of the output (odd values are exact).
+
+    Returns:
+        the prediction with the line channels redrawn, same type and meta.
+    """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, channels: Sequence[int], width: int = 3) -> None:
+        self.channels = [int(c) for c in channels]
+        self.width = int(width)
+
+    def __call__(self, pred: torch.Tensor) -> torch.Tensor:
+        if not self.channels:
+            return pred
+        out = torch.as_tensor(pred).clone()
+        radius = max(0, (self.width - 1) // 2)
+        structure = ndimage.generate_binary_structure(out.ndim - 1, 1)
+        for c in self.channels:
+            mask = out[c].detach().cpu().numpy() > 0.5
+            if not mask.any():
+                continue
+            line = skeletonize(mask)
+            if radius:
+                line = ndimage.binary_dilation(line, structure, iterations=radius)
+            out[c] = torch.as_tensor(line, dtype=out.dtype, device=out.device)
+        return out
+
+
+class ThinLinesd(MapTransform):
+    """Dictionary-based wrapper of :py:class:`ThinLines`.
+
+    Args:
+        keys: prediction keys, (C, H, W) binary at the output resolution.
+        channels: indices of the line channels.
+        width: nominal line width in pixels.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    backend = ThinLines.backend
+
+    def __init__(
+        self, keys: KeysCollection, channels: Sequence[int], width: int = 3, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.thin = ThinLines(channels, width)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.thin(d[key])
         return d
