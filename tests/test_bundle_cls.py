@@ -121,6 +121,8 @@ def test_evaluate_writes_the_report_files(trained, xray_root, datalist):
 
 
 def test_inference_reports_one_view_and_unreadable_patients_and_goes_on(trained, xray_copy, tmp_path):
+    for patient in ("Normal/ID (3)", "Normal/ID (4)", "Damaged/ID (2)", "Damaged/ID (3)"):
+        shutil.rmtree(xray_copy / patient)  # fewer patients, a faster test
     shutil.rmtree(xray_copy / "Normal" / "ID (2)" / "LAT")
     bad = xray_copy / "Damaged" / "ID (4)" / "AP" / "AP.jpg"
     bad.write_bytes(bad.read_bytes()[:300])
@@ -138,8 +140,7 @@ def test_inference_reports_one_view_and_unreadable_patients_and_goes_on(trained,
     assert any("Damaged/ID (4)/AP/AP.jpg" in p for p in failures["path"])
     predictions = pd.read_csv(out / "predictions.csv")
     assert list(predictions.columns) == ["patient", "prob_damaged", "predicted_class"]
-    assert len(predictions) == 6
-    assert "Normal/ID (2)" not in set(predictions["patient"]) and "Damaged/ID (4)" not in set(predictions["patient"])
+    assert sorted(predictions["patient"]) == ["Damaged/ID (1)", "Normal/ID (1)"]
     assert predictions["prob_damaged"].between(0, 1).all()
     for patient in predictions["patient"]:
         for view in ("AP", "LAT"):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from ignite.engine import Engine
 from ignite.handlers import DiskSaver
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "latest_checkpoint", "find_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "attach_resume", "latest_checkpoint", "find_checkpoint"]
 
 
 def _umask() -> int:
@@ -57,6 +59,20 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if ckpt is not None:
                 ckpt.save_handler = _AtomicDiskSaver(self.save_dir, filename)
 
+    def state_dict(self) -> dict:
+        """The key-metric tracking list (which files hold the best scores), so a resumed run keeps it.
+
+        Put this saver in the trainer's checkpoint (``save_dict``) and in the resume ``CheckpointLoader``: after
+        a restart the best model is then replaced only by a better one, not by the first validation's.
+        """
+        if self._key_metric_checkpoint is None:
+            return {}
+        return dict(self._key_metric_checkpoint.state_dict())
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            super().load_state_dict(state_dict)
+
 
 _EPOCH = re.compile(r"epoch=(\d+)\.pt$")
 
@@ -83,3 +99,39 @@ def find_checkpoint(*candidates: str | os.PathLike) -> str:
     raise FileNotFoundError(
         f"no model checkpoint found (looked for {tried}); train first, or pass --ckpt_path /path/to/model.pt"
     )
+
+
+def attach_resume(
+    trainer: Engine, enabled, ckpt_dir: str | os.PathLike, objects: dict, map_location=None
+) -> CheckpointLoader | None:
+    """When ``enabled``, restore the latest interval checkpoint into ``objects`` as the trainer starts.
+
+    A run killed mid-epoch restarts with the same command plus ``--resume true``: model, optimizer,
+    scheduler, trainer (epoch and iteration) and the best-model tracking come back from the last
+    ``checkpoint_epoch=N.pt``, and training goes on to the same ``max_epochs``. The interrupted epoch is redone.
+    The file is read with ``torch.load(weights_only=True)`` by MONAI's ``CheckpointLoader``.
+
+    Args:
+        trainer: the trainer to attach to.
+        enabled: the bundle's ``resume`` value (bool or text such as ``"true"``).
+        ckpt_dir: where the interval checkpoints are.
+        objects: name -> object with ``load_state_dict``, the same names the checkpoint was saved with.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        the attached loader, or ``None`` when not resuming.
+
+    Raises:
+        FileNotFoundError: when resuming is asked for and there is no checkpoint to resume from.
+    """
+    from spine_monai.bundle import as_bool
+
+    if not as_bool(enabled):
+        return None
+    path = latest_checkpoint(ckpt_dir)
+    if path is None:
+        raise FileNotFoundError(f"--resume true, but {ckpt_dir} holds no checkpoint_epoch=N.pt to resume from")
+    logging.getLogger(__name__).info("resuming from %s", path)
+    loader = CheckpointLoader(load_path=path, load_dict=objects, map_location=map_location)
+    loader.attach(trainer)
+    return loader

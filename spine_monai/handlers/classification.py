@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -358,11 +359,29 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _normalise(m: torch.Tensor) -> torch.Tensor:
-    """Stretch a map to [0, 1] between its minimum and maximum (a flat map becomes 0: nothing stands out)."""
-    m = torch.nan_to_num(m.float())
-    lo, hi = m.min(), m.max()
-    return (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
+def _scale(m: torch.Tensor, top: float) -> torch.Tensor:
+    """A non-negative map divided by ``top`` (the largest value over the maps drawn on one scale), in [0, 1]."""
+    m = torch.nan_to_num(m.float()).clamp_min(0)
+    return (m / top).clamp(0, 1) if top > 0 else torch.zeros_like(m)
+
+
+def _leaf_input(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@contextlib.contextmanager
+def _graph_cut(network: nn.Module, layers: Iterable[str]) -> Iterator[None]:
+    """Make the inputs of ``layers`` autograd leaves while in the context: a backward pass stops there.
+
+    The gradient a GradCAM reads at those layers is unchanged; the encoders before them get none.
+    """
+    modules = dict(network.named_modules())
+    handles = [modules[name].register_forward_pre_hook(_leaf_input) for name in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class _OneView(nn.Module):
@@ -385,9 +404,11 @@ class ClassActivationWriter:
     hook point (``view_features.<VIEW>`` of :py:class:`~spine_monai.networks.DualViewClassifier`), for the
     predicted class or ``class_index``. The map, at the network's input size, is mapped back through the
     view's own preprocessing trace (``Invertd``: padding removed, resize undone) and drawn over the film read
-    again from its file: ``<output_dir>/<patient>/<VIEW>_gradcam.png``. With ``occlusion``, MONAI's
-    :py:class:`~monai.visualize.OcclusionSensitivity` is also run on each view alone (the other views held fixed)
-    and the drop in the class probability is drawn as ``<VIEW>_occlusion.png``; it takes many forward passes.
+    again from its file: ``<output_dir>/<patient>/<VIEW>_gradcam.png``. The views of a patient share one colour
+    scale (divided by the largest value over the views), so the view the decision rested on is the hotter one.
+    With ``occlusion``, MONAI's :py:class:`~monai.visualize.OcclusionSensitivity` is also run on each view alone
+    (the other views held fixed) and the drop in the class probability is drawn as ``<VIEW>_occlusion.png``; it
+    takes many forward passes.
 
     Args:
         network: the classifier.
@@ -436,7 +457,7 @@ class ClassActivationWriter:
         self.gradcam, self.occlusion = bool(gradcam), bool(occlusion)
         self.occlusion_mask_size, self.occlusion_n_batch = int(occlusion_mask_size), int(occlusion_n_batch)
         self.alpha = alpha
-        layers = {v: target_layer.format(view=v) for v in self.views}
+        self.layers = layers = {v: target_layer.format(view=v) for v in self.views}
         names = {n for n, _ in network.named_modules()}
         missing = [layer for layer in layers.values() if layer not in names]
         if missing:
@@ -472,15 +493,21 @@ class ClassActivationWriter:
         folder = self.output_dir / patient
         written: dict[str, Path] = {}
         maps: dict[str, tuple[str, torch.Tensor]] = {}
-        # Evaluators run the network without gradients; GradCAM needs them.
-        with torch.enable_grad():
+        # Evaluators run the network without gradients; GradCAM needs them, but only from the class score back to
+        # the explained feature map: cutting the graph there skips the backward pass through the encoders.
+        with torch.enable_grad(), _graph_cut(self.network, self.layers.values()):
             for v, cam in self.cams.items():
                 maps[f"{v}_gradcam"] = (v, cam(x, class_idx=self.class_index)[0])
         if self.occlusion:
             maps.update({f"{v}_occlusion": (v, self._occlusion(x, v)) for v in self.views})
+        # One colour scale per method across the patient's views: a view that barely moved the score stays cold.
+        tops: dict[str, float] = {}
+        for name, (_, m) in maps.items():
+            method = name.rsplit("_", 1)[1]
+            tops[method] = max(tops.get(method, 0.0), float(torch.nan_to_num(m.detach()).clamp_min(0).max()))
         for name, (view, m) in maps.items():
             film_meta = sample[view]
-            original = self._invert(_normalise(m.detach().cpu()), sample, view)
+            original = self._invert(_scale(m.detach().cpu(), tops[name.rsplit("_", 1)[1]]), sample, view)
             path = film_meta.meta.get("filename_or_obj") if isinstance(film_meta, MetaTensor) else None
             film = read_radiograph(path) if path else np.zeros(original.shape, np.float32)
             if film.shape != original.shape:

@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler
-from monai.handlers.utils import from_engine
 from monai.utils import is_scalar, string_list_all_gather
 
 from spine_monai.metrics.segmentation import ToleranceDiceMetric, multiclass_scores, rates_from_counts
@@ -137,7 +136,8 @@ class SegmentationCSVWriter:
 
     def _collect(self, engine: Engine) -> None:
         # The batch is a dict of collated values or, after MONAI's decollation, a list of dicts.
-        ids = from_engine([self.id_key])(engine.state.batch)[0]
+        batch = engine.state.batch
+        ids = [item[self.id_key] for item in batch] if isinstance(batch, list) else batch[self.id_key]
         self._ids.extend([str(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])])
 
     def _tables(self, ids: list[str], details: dict) -> list[str]:

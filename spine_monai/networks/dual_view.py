@@ -197,7 +197,7 @@ class DualViewClassifier(nn.Module):
             raise ValueError(f"{len(channels)} channel counts for {len(views)} views {views}")
         if shared_encoder and len(set(channels)) != 1:
             raise ValueError(
-                f"a shared encoder needs the same channels in every view, got {dict(zip(views, channels))}"
+                f"a shared encoder needs the same channels in every view, got {dict(zip(views, channels, strict=True))}"
             )
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
