@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench-synth bench-xray
+.PHONY: install test lint demo clean bench-synth bench-xray bench-mri bench-cls bench-measure
 
 install: $(STAMP)
 
@@ -36,3 +36,12 @@ clean:
 
 bench-xray: install
 	$(BIN)/python -m pipelines.bench_xray
+
+bench-mri: install
+	$(BIN)/python -m pipelines.bench_mri
+
+bench-cls: install
+	$(BIN)/python -m pipelines.bench_cls
+
+bench-measure: install
+	$(BIN)/python -m pipelines.bench_measure

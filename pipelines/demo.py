@@ -1,4 +1,4 @@
-"""The demo: synthetic AP/LAT films -> datalist -> train, evaluate and run the AP bundle -> where everything is.
+"""The demo: synthetic films -> datalist -> train, evaluate and run the AP bundle -> measure -> HTML report.
 
     python -m pipelines.demo [--out demo_output] [--cases 100] [--epochs 40]
 
@@ -9,16 +9,26 @@ already exist are skipped, so an interrupted demo picks up where it stopped.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from pipelines.common import REPO, config_files, run_bundle
+from spine_monai.cli import main as main_cli
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.data.synth_xray import write_xray_dataset
 
 BUNDLE = "spine_xray_ap_seg"
+
+
+def _spine_monai(args: list[str]) -> None:
+    """Run a ``spine-monai`` command as a user would, printing it first; a non-zero status stops the demo."""
+    print("\n$ spine-monai " + " ".join(shlex.quote(a) for a in args), flush=True)
+    status = main_cli(args)
+    if status not in (0, 1):  # 1: some inputs had problems, listed above; the rest was done
+        raise SystemExit(status)
 
 
 def main(argv=None) -> int:
@@ -59,6 +69,15 @@ def main(argv=None) -> int:
     print("5. inference on the testing images")
     run_bundle(config_files(BUNDLE, "inference.json"), {**common, "infer_split": "test"})
 
+    print("6. measuring the predicted vertebrae (instances, levels, Cobb angle)")
+    measure_csv = out / "measure" / "measure.csv"
+    _spine_monai(["measure", "--masks", str(run_dir / "predictions"), "--view", "AP", "--out", str(measure_csv),
+                  "--images", str(data)])
+    print("7. writing the report")
+    report = out / "report.html"
+    _spine_monai(["report", "--eval-dir", str(run_dir), "--measure", str(measure_csv), "--out", str(report),
+                  "--title", "spine_monai demo: AP segmentation on synthetic films"])
+
     summary = pd.read_csv(run_dir / "eval" / "summary.csv")
     print("\nper-structure results on the testing list (original resolution):")
     print(summary[["structure", "cases", "Dice", "Jaccard", "FP", "FN", "ToleranceDice"]].to_string(index=False))
@@ -70,6 +89,8 @@ done in {(time.perf_counter() - start) / 60:.1f} min. Where things are:
   masks          {run_dir / "predictions"}/<class>/ID (<n>)/AP/Ap_*.png  (one 1-bit PNG per structure)
   overlays       {run_dir / "predictions"}/<class>/ID (<n>)/AP/AP_overlay.png
                  {run_dir / "eval" / "predictions"}  (prediction filled, truth outlined)
+  measurements   {measure_csv}
+  report         {report}  (open it in a browser)
   checkpoints    {run_dir / "models"}
   TensorBoard    tensorboard --logdir {run_dir / "tensorboard"}"""
     )
