@@ -228,14 +228,9 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
 def test_the_two_xray_bundles_differ_only_in_their_view():
     """One family, two views: the LAT configs are the AP configs with the view's keys changed."""
     view_keys = {"view", "structures", "line_structures", "output_dir"}
-    for name in (
-        "train.json",
-        "evaluate.json",
-        "inference.json",
-        "attention_unet.json",
-        "dynunet_deep_supervision.json",
-        "logging.conf",
-    ):
+    names = sorted(p.name for p in (BUNDLES["AP"] / "configs").iterdir())
+    assert names == sorted(p.name for p in (BUNDLES["LAT"] / "configs").iterdir())
+    for name in [n for n in names if n != "metadata.json"]:
         ap = (BUNDLES["AP"] / "configs" / name).read_text()
         lat = (BUNDLES["LAT"] / "configs" / name).read_text()
         if name.endswith(".json"):
