@@ -70,6 +70,21 @@ def _cmd_datalist_mri(args: argparse.Namespace) -> int:
     return _finish_datalist(args, datalist)
 
 
+def _cmd_package(args: argparse.Namespace) -> int:
+    from spine_monai.package import SCHEMA, package_bundle
+
+    path = package_bundle(
+        args.bundle_dir,
+        args.out,
+        ckpt=args.ckpt,
+        schema=args.schema or SCHEMA,
+        onnx=args.onnx,
+        trained_on=args.trained_on,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def _split_structures(text: str | None, views: Sequence[str]) -> tuple[str, ...]:
     from spine_monai.data.layout import STRUCTURES
 
@@ -192,6 +207,25 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--channels", default="T1w,T2w", help="channels every case must have (default T1w,T2w)")
     dm.add_argument("--no-verify", action="store_true", help="check the folder structure only; do not read files")
     dm.set_defaults(func=_cmd_datalist_mri)
+
+    pk = sub.add_parser(
+        "package",
+        help="validate a bundle, export TorchScript and write a zip to share",
+        description="Validate configs/metadata.json against the MONAI schema (and that its version "
+        "has a changelog entry), export TorchScript and check it against the eager model, then zip "
+        "configs, docs, LICENSE, weights and a data-licence note as <name>_v<version>.zip.",
+    )
+    pk.add_argument("bundle_dir", type=Path, help="the bundle folder")
+    pk.add_argument("--out", type=Path, default=Path("dist"), help="zip file or folder (default dist/)")
+    pk.add_argument("--ckpt", type=Path, default=None, help="trained weights (default <bundle>/models/model.pt)")
+    pk.add_argument("--schema", type=Path, default=None, help="MONAI metadata schema (default: the bundled copy)")
+    pk.add_argument("--onnx", action="store_true", help="also export ONNX (needs onnx and onnxruntime)")
+    pk.add_argument(
+        "--trained-on",
+        default="synthetic spine data from spine_monai's generator",
+        help="what the weights were trained on, for DATA_LICENSE.txt",
+    )
+    pk.set_defaults(func=_cmd_package)
 
     from spine_monai.measure.command import add_measure_parser
     from spine_monai.report import add_report_parser

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,7 @@ from PIL import Image
 from spine_monai.bundle import UnknownOverrideError
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
+from spine_monai.package import package_bundle
 
 BUNDLES = {"AP": REPO / "bundles" / "spine_xray_ap_seg", "LAT": REPO / "bundles" / "spine_xray_lat_seg"}
 FAST = {"num_workers": 0, "progress_bar": False, "batch_size": 2}
@@ -284,3 +289,69 @@ def test_torchscript_export_matches_eager(trained, tmp_path):
     x = torch.rand(2, 1, 384, 256)
     with torch.no_grad():
         np.testing.assert_allclose(scripted(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
+def test_package_runs_standalone_outside_the_repo(trained, xray_root, tmp_path):
+    zip_path = package_bundle(BUNDLES["AP"], tmp_path / "dist", ckpt=trained["AP"] / "models" / "model.pt")
+    assert zip_path.name == "spine_xray_ap_seg_v0.1.0.zip"
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "elsewhere")
+    for f in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "configs/multi_gpu_train.json",
+        "docs/README.md",
+        "LICENSE",
+        "DATA_LICENSE.txt",
+        "models/model.pt",
+        "models/model.ts",
+    ):
+        assert f"spine_xray_ap_seg/{f}" in names, f
+    bundle = tmp_path / "elsewhere" / "spine_xray_ap_seg"
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(xray_root / "Damaged/ID (1)/AP/AP.jpg", films / "patient_a.jpg")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--bundle_root",
+            str(bundle),
+            "--dataset_dir",
+            str(films),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--num_workers",
+            "0",
+        ],
+        cwd=tmp_path / "elsewhere",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "elsewhere/spine_xray_ap_seg/models/model.pt" in proc.stdout + proc.stderr  # the packaged weights
+    assert (tmp_path / "out/predictions/patient_a/Ap_Vertebra.png").is_file()
+
+
+def test_package_refuses_bad_metadata(trained, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(BUNDLES["AP"], bundle)
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    meta["version"] = "9.9.9"
+    (bundle / "configs/metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="version 9.9.9 has no entry in 'changelog'"):
+        package_bundle(bundle, tmp_path, ckpt=trained["AP"] / "models" / "model.pt")
+    del meta["authors"]
+    (bundle / "configs/metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match the MONAI bundle schema"):
+        package_bundle(bundle, tmp_path, ckpt=trained["AP"] / "models" / "model.pt")
+    with pytest.raises(ValueError, match="no trained weights to package"):
+        package_bundle(BUNDLES["AP"], tmp_path)
