@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench-synth bench-xray bench-mri bench-cls bench-measure
+.PHONY: install test lint demo clean bench bench-synth bench-xray bench-mri bench-cls bench-measure
 
 install: $(STAMP)
 
@@ -45,3 +45,6 @@ bench-cls: install
 
 bench-measure: install
 	$(BIN)/python -m pipelines.bench_measure
+
+bench: install
+	$(BIN)/python -m pipelines.bench

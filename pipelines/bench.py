@@ -1,0 +1,198 @@
+"""Throughput benchmark: the bundles' real trainers against the bare training loop, in one process.
+
+    python -m pipelines.bench [--out bench_output/throughput] [--iterations 20]
+
+For the X-ray (AP) and MRI bundles it builds the trainer from the bundle's own ``train.json`` (with the same
+data pipeline, loss, optimizer and AMP setting) and reports:
+
+- trainer rate: images/s of ``SupervisedTrainer`` over a fixed number of iterations after warm-up;
+- bare rate: images/s of a plain forward + backward + step loop of the same network, loss and optimizer on one
+  batch already in memory: the limit the trainer can approach;
+- the ratio trainer / bare;
+- loader rate: images/s of the training data pipeline alone (the DataLoader with its augmentation);
+- inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
+- peak RSS of the process.
+
+The table is printed and written to ``bench.json``. "Images" are training samples: films for X-ray, 2D slices
+for MRI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+
+from pipelines.common import BUNDLES, REPO
+from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
+from spine_monai.data.synth_mri import write_mri_dataset
+from spine_monai.data.synth_xray import write_xray_dataset
+
+WARMUP = 3
+
+
+def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / config))
+    parser.update(overrides)
+    return parser
+
+
+def _images(batch: dict) -> int:
+    return int(batch["image"].shape[0])
+
+
+def trainer_rate(parser: ConfigParser, iterations: int) -> float:
+    """Images/s of the bundle's trainer over ``iterations`` iterations after ``WARMUP``."""
+    parser.update({"train#trainer#epoch_length": iterations + WARMUP, "train#trainer#max_epochs": 1})
+    trainer = parser.get_parsed_content("train#trainer")
+    stamps: list[tuple[float, int]] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: stamps.append((time.perf_counter(), _images(e.state.batch)))
+    )
+    trainer.run()
+    (t0, _), *rest = stamps[WARMUP - 1 :]
+    return sum(n for _, n in rest) / (rest[-1][0] - t0)
+
+
+def bare_rate(parser: ConfigParser, iterations: int) -> float:
+    """Images/s of forward + backward + step on one in-memory batch, with the trainer's own objects."""
+    device = parser.get_parsed_content("device")
+    network = parser.get_parsed_content("network")
+    loss_fn = parser.get_parsed_content("loss")
+    optimizer = parser.get_parsed_content("optimizer")
+    amp = bool(parser.get_parsed_content("amp"))
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    image, label = batch["image"].to(device), batch["label"].to(device)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    network.train()
+    for i in range(iterations + WARMUP):
+        if i == WARMUP:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            loss = loss_fn(network(image), label)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return iterations * image.shape[0] / (time.perf_counter() - start)
+
+
+def loader_rate(parser: ConfigParser, iterations: int) -> float:
+    """Images/s of the training DataLoader alone (cache filled, augmentation running), after ``WARMUP`` batches."""
+    loader = parser.get_parsed_content("train#dataloader")
+    stamps: list[tuple[float, int]] = []
+    while len(stamps) < iterations + WARMUP:
+        for batch in loader:
+            stamps.append((time.perf_counter(), _images(batch)))
+            if len(stamps) >= iterations + WARMUP:
+                break
+    (t0, _), *rest = stamps[WARMUP - 1 :]
+    return sum(n for _, n in rest) / (rest[-1][0] - t0)
+
+
+def inference_latency(bundle: str, overrides: dict, network_state: dict, out: Path) -> float:
+    """Seconds per input (film or volume) through ``inference.json``, after the first input."""
+    ckpt = out / "random_weights.pt"
+    torch.save(network_state, ckpt)
+    parser = _parser(bundle, "inference.json", {**overrides, "ckpt_path": str(ckpt), "output_dir": str(out)})
+    evaluator = parser.get_parsed_content("evaluator")
+    stamps: list[float] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stamps.append(time.perf_counter()))
+    evaluator.run()
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def _measure(name: str, bundle: str, overrides: dict, infer_overrides: dict, iterations: int, out: Path) -> dict:
+    parser = _parser(bundle, "train.json", overrides)
+    row = {"bundle": bundle, "device": str(parser.get_parsed_content("device"))}
+    row["trainer_images_per_s"] = trainer_rate(parser, iterations)
+    row["bare_images_per_s"] = bare_rate(parser, iterations)
+    row["ratio"] = row["trainer_images_per_s"] / row["bare_images_per_s"]
+    row["loader_images_per_s"] = loader_rate(parser, iterations)
+    state = parser.get_parsed_content("network_def").state_dict()
+    row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
+    print(
+        f"{name:6s} trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
+        f"ratio {row['ratio']:.2f}  loader {row['loader_images_per_s']:7.1f}/s  "
+        f"inference {row['inference_s_per_input']:.3f} s/input",
+        flush=True,
+    )
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
+    parser.add_argument("--iterations", type=int, default=20)
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    xray, mri = out / "xray", out / "mri"
+    if not xray.exists():
+        write_xray_dataset(xray, 40, seed=99)
+        write_datalist(out / "xray_datalist.json", build_xray_datalist(xray, folds=5, seed=99))
+    if not mri.exists():
+        write_mri_dataset(mri, 10, seed=99)
+        write_datalist(out / "mri_datalist.json", build_mri_datalist(mri, folds=5, seed=99))
+    common = {"progress_bar": False, "val_interval": 10**6}
+    rows = {
+        "xray_ap": _measure(
+            "xray",
+            "spine_xray_ap_seg",
+            {
+                **common,
+                "dataset_dir": str(xray),
+                "datalist": str(out / "xray_datalist.json"),
+                "output_dir": str(out / "xray_run"),
+            },
+            {"dataset_dir": str(xray), "datalist": str(out / "xray_datalist.json"), "infer_split": "all"},
+            args.iterations,
+            out,
+        ),
+        "mri": _measure(
+            "mri",
+            "spine_mri_seg",
+            {
+                **common,
+                "dataset_dir": str(mri),
+                "datalist": str(out / "mri_datalist.json"),
+                "output_dir": str(out / "mri_run"),
+            },
+            {"dataset_dir": str(mri)},
+            args.iterations,
+            out,
+        ),
+    }
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "date": date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, "
+        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        "iterations": args.iterations,
+        "peak_rss_mb": peak_mb,
+        "results": rows,
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    print(f"peak RSS {peak_mb:.0f} MB; written {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
