@@ -80,6 +80,44 @@ def assign_splits(
     return training, testing
 
 
+def split_datalist(
+    records: Sequence[dict],
+    problems: Sequence[Problem],
+    warnings: Sequence[Problem],
+    folds: int,
+    test_fraction: float,
+    seed: int,
+    stratify_key: str | None,
+    **description,
+) -> dict:
+    """The datalist document of a scan: its records split by :func:`assign_splits`, and what was left out.
+
+    Args:
+        records: the good records, one per case, each with a ``patient`` key.
+        problems: what kept records out.
+        warnings: what was reported but kept.
+        folds, test_fraction, seed, stratify_key: as for :func:`assign_splits`.
+        description: layout-specific keys written first (name, layout, views, channels, counts, ...).
+
+    Returns:
+        the document ``write_datalist`` writes.
+    """
+    training, testing = assign_splits(
+        records, folds=folds, test_fraction=test_fraction, seed=seed, stratify_key=stratify_key, group_key="patient"
+    )
+    return {
+        **description,
+        "paths": "relative to the dataset root",
+        "num_folds": folds,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "training": training,
+        "testing": testing,
+        "problems": [p.to_dict() for p in problems],
+        "warnings": [p.to_dict() for p in warnings],
+    }
+
+
 def write_datalist(path: str | os.PathLike, datalist: dict) -> None:
     """Write a datalist as indented JSON, through a temporary file so a crash never leaves half a file."""
     path = Path(path)

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records
+from spine_monai.data.datalist import read_datalist, resolve_paths, select_records, split_datalist
 from spine_monai.data.inputs import InferenceInputs
 from spine_monai.errors import DataError, Problem
 
@@ -676,30 +676,26 @@ def build_mri_datalist(
     """
     channels = _check_channels(channels)
     scan = scan_mri_tree(root, channels=channels, label_map=label_map, verify=verify, workers=workers)
-    training, testing = assign_splits(
-        scan.records, folds=folds, test_fraction=test_fraction, seed=seed, stratify_key=None, group_key="patient"
-    )
     counts = {
         "cases": len(scan.records),
         "patients": len({r["patient"] for r in scan.records}),
         "volume": sum(r["kind"] == "volume" for r in scan.records),
         "slice": sum(r["kind"] == "slice" for r in scan.records),
     }
-    return {
-        "name": "spine_monai MRI datalist (case folders)",
-        "layout": "MRI cases",
-        "paths": "relative to the dataset root",
-        "channels": list(channels),
-        "label_map": dict(label_map),
-        "num_folds": folds,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "counts": counts,
-        "training": training,
-        "testing": testing,
-        "problems": [p.to_dict() for p in scan.problems],
-        "warnings": [p.to_dict() for p in scan.warnings],
-    }
+    return split_datalist(
+        scan.records,
+        scan.problems,
+        scan.warnings,
+        folds,
+        test_fraction,
+        seed,
+        stratify_key=None,
+        name="spine_monai MRI datalist (case folders)",
+        layout="MRI cases",
+        channels=list(channels),
+        label_map=dict(label_map),
+        counts=counts,
+    )
 
 
 # --------------------------------------------------------------------------------------------------

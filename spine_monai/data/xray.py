@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records
+from spine_monai.data.datalist import read_datalist, resolve_paths, select_records, split_datalist
 from spine_monai.data.inputs import InferenceInputs
 from spine_monai.data.io import image_size, read_mask, read_radiograph
 from spine_monai.data.layout import (
@@ -250,24 +250,21 @@ def build_xray_datalist(
         the datalist document, whose ``problems`` and ``warnings`` list what was left out and why.
     """
     scan = scan_xray_tree(root, views=views, structures=structures, verify_pixels=verify_pixels)
-    training, testing = assign_splits(scan.patients, folds=folds, test_fraction=test_fraction, seed=seed)
-    counts = {c: sum(r["class"] == c for r in scan.patients) for c in CLASSES}
-    return {
-        "name": "spine_monai X-ray datalist (ELL888 layout)",
-        "layout": "ELL888",
-        "paths": "relative to the dataset root",
-        "views": list(views),
-        "structures": list(structures),
-        "classes": list(CLASSES),
-        "num_folds": folds,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "counts": counts,
-        "training": training,
-        "testing": testing,
-        "problems": [p.to_dict() for p in scan.problems],
-        "warnings": [p.to_dict() for p in scan.warnings],
-    }
+    return split_datalist(
+        scan.patients,
+        scan.problems,
+        scan.warnings,
+        folds,
+        test_fraction,
+        seed,
+        stratify_key="class",
+        name="spine_monai X-ray datalist (ELL888 layout)",
+        layout="ELL888",
+        views=list(views),
+        structures=list(structures),
+        classes=list(CLASSES),
+        counts={c: sum(r["class"] == c for r in scan.patients) for c in CLASSES},
+    )
 
 
 def xray_view_records(
