@@ -71,12 +71,34 @@ def main(argv=None) -> int:
 
     print("6. measuring the predicted vertebrae (instances, levels, Cobb angle)")
     measure_csv = out / "measure" / "measure.csv"
-    _spine_monai(["measure", "--masks", str(run_dir / "predictions"), "--view", "AP", "--out", str(measure_csv),
-                  "--images", str(data)])
+    _spine_monai(
+        [
+            "measure",
+            "--masks",
+            str(run_dir / "predictions"),
+            "--view",
+            "AP",
+            "--out",
+            str(measure_csv),
+            "--images",
+            str(data),
+        ]
+    )
     print("7. writing the report")
     report = out / "report.html"
-    _spine_monai(["report", "--eval-dir", str(run_dir), "--measure", str(measure_csv), "--out", str(report),
-                  "--title", "spine_monai demo: AP segmentation on synthetic films"])
+    _spine_monai(
+        [
+            "report",
+            "--eval-dir",
+            str(run_dir),
+            "--measure",
+            str(measure_csv),
+            "--out",
+            str(report),
+            "--title",
+            "spine_monai demo: AP segmentation on synthetic films",
+        ]
+    )
 
     summary = pd.read_csv(run_dir / "eval" / "summary.csv")
     print("\nper-structure results on the testing list (original resolution):")

@@ -61,6 +61,7 @@ __all__ = [
     "launch_in_process",
     "markdown_table",
     "mean_sd_table",
+    "mean_sd_text",
     "parse_training_log",
     "pyplot",
     "read_summary",
@@ -653,11 +654,14 @@ class Experiment:
             variant: a variant config file of the bundle merged on top, e.g. ``segresnet.json``.
             epochs: training epochs; the experiment's when ``None``.
             datalist: the run's own datalist; the experiment's when ``None``.
-            info: the run's coordinates in the tables.
+            info: the run's coordinates in the tables (not ``name``, ``epochs``, ``train``, ``evaluations``).
 
         Returns:
             the planned run.
         """
+        taken = {"name", "epochs", "train", "evaluations"} & set(info or {})
+        if taken:
+            raise ValueError(f"run info may not use the record's own keys {sorted(taken)}")
         folder = self.folder / name
         extra = [variant] if variant else []
         epochs = epochs or self.epochs
@@ -733,7 +737,8 @@ class Experiment:
     def _execute(self, run: Run, tag: str) -> dict:
         done = run.folder / "done.json"
         if done.is_file():
-            record = json.loads(done.read_text())
+            # The plan's coordinates, which the same stored arguments reproduce, name the run in the tables.
+            record = {**json.loads(done.read_text()), "name": run.name, **run.info}
             tqdm.write(f"{tag} {run.name}: finished earlier, skipped ({_summary_line(record)})")
             return record
         run.folder.mkdir(parents=True, exist_ok=True)
@@ -842,14 +847,19 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def mean_sd_text(means: Sequence[float], sds: Sequence[float], digits: int = 3) -> list[str]:
+    """``"mean ± sd"`` strings; the sd is left out where it is undefined (a single value)."""
+    return [f"{m:.{digits}f}" + ("" if pd.isna(s) else f" ± {s:.{digits}f}") for m, s in zip(means, sds)]
+
+
 def mean_sd_table(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], digits: int = 3) -> pd.DataFrame:
-    """``metric`` columns as ``"mean ± sd"`` text over the rows of each ``by`` group (sd with n - 1)."""
+    """``metric`` columns as ``"mean ± sd"`` text over the rows of each ``by`` group (sd with n - 1), and ``n``."""
     g = df.groupby(list(by), sort=False)[list(metrics)]
     mean, sd = g.mean(), g.std(ddof=1)
     out = pd.DataFrame(index=mean.index)
     out["n"] = g.size()
     for m in metrics:
-        out[m] = [f"{a:.{digits}f}" + ("" if pd.isna(b) else f" ± {b:.{digits}f}") for a, b in zip(mean[m], sd[m])]
+        out[m] = mean_sd_text(mean[m], sd[m], digits)
     return out.reset_index()
 
 
