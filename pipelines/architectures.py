@@ -125,7 +125,7 @@ def _plot(exp: Experiment, summary: pd.DataFrame, structures: list[str]):
     ax.set_xticks(range(len(structures)), structures, rotation=30, ha="right")
     ax.set_ylabel("Dice on the testing list")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: {exp.epochs} epochs")
+    ax.set_title(f"{exp.bundle}: {exp.epochs} epochs", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = exp.folder / "architectures.png"

@@ -7,8 +7,9 @@ Each fold k is one run (``fold<k>/``): the bundle's train.json with ``fold=k`` (
 ``model.pt``, the other folds train), then evaluate.json with ``eval_split=validation fold=k``. The per-fold
 summaries are written to ``per_fold.csv``; ``summary.csv`` and ``summary.md`` give the mean and sd over folds
 (sd with n - 1) per structure (MRI: per class) and of the mean Dice (MRI: without background); ``kfold.png``
-plots them. Without ``--dataset-dir`` a synthetic set is written first (18 patients in 3 folds; 160 in 5 with
-``--full``); with a datalist, every fold it holds is run.
+plots them. Without ``--dataset-dir`` a synthetic set is written first, all of it in the folds (X-ray: 24 patients
+in 3 folds, 160 in 5 with ``--full``; MRI: 12 volumes in 3 folds, 30 in 5); with a datalist, every fold it holds
+is run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "--folds", type=int, default=None, help="folds of the synthetic datalist (default 3, or 5 with --full)"
     )
     # No testing list is needed: every patient validates once.
-    exp = Experiment("kfold", parser, argv, small={"cases": 18, "folds": 3, "test_fraction": 0.0})
+    exp = Experiment("kfold", parser, argv, small={"folds": 3, "test_fraction": 0.0}, full={"test_fraction": 0.0})
     datalist = exp.prepare_data(folds=exp.args.folds)
     folds = sorted({int(r["fold"]) for r in datalist["training"]})
     if len(folds) < 2:
@@ -73,7 +74,7 @@ def _plot(exp: Experiment, summary: pd.DataFrame):
     ax.bar(summary[exp.modality.key], summary["Dice_mean"], yerr=summary["Dice_sd"].fillna(0), capsize=3)
     ax.set_ylabel("Dice (mean ± sd over folds)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: {summary['folds'].iloc[0]}-fold cross-validation")
+    ax.set_title(f"{exp.bundle}: {summary['folds'].iloc[0]}-fold cross-validation", fontsize=10)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     path = exp.folder / "kfold.png"

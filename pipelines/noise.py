@@ -89,7 +89,7 @@ def _plot(exp: Experiment, dice: pd.DataFrame):
     ax.set_xticks(range(len(dice)), dice.index, rotation=30, ha="right")
     ax.set_ylabel("Dice on the testing list")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: noise sigma {exp.args.sigma:g} / {exp.args.bit_depth} bits")
+    ax.set_title(f"{exp.bundle}: noise sigma {exp.args.sigma:g} / {exp.args.bit_depth} bits", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = exp.folder / "noise.png"

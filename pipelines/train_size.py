@@ -148,7 +148,7 @@ def _plot(exp: Experiment, summary: pd.DataFrame):
     ax.set_ylabel("Dice on the testing list")
     ax.set_ylim(0, 1)
     ax.set_xticks(sorted(summary["size"].unique()))
-    ax.set_title(f"{exp.bundle}: learning curve")
+    ax.set_title(f"{exp.bundle}: learning curve", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = exp.folder / "train_size.png"
