@@ -47,8 +47,9 @@ def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
     return parser
 
 
-def _images(batch: dict) -> int:
-    return int(batch["image"].shape[0])
+def _images(batch) -> int:
+    # MONAI's engines decollate the batch after each iteration into a list of samples.
+    return len(batch) if isinstance(batch, list) else int(batch["image"].shape[0])
 
 
 def trainer_rate(parser: ConfigParser, iterations: int) -> float:

@@ -239,6 +239,16 @@ def test_folder_and_override_errors(data, tmp_path):
         kfold.main([*data, "--out", str(tmp_path / "d")])
 
 
+def test_failed_bundle_stops_with_its_log(data, tmp_path, capsys):
+    out = tmp_path / "failing"
+    # A LAT structure in the AP bundle: the bundle itself rejects it when it reads the records.
+    args = [*data, *MICRO, "-o", "structures=['Ap_Vertebra','Lat_Vertebra']", "--out", str(out), "--in-process"]
+    assert noise.main(args) == 1
+    assert "see " + str(out / "train_clean" / "train.log") in capsys.readouterr().out
+    assert "do not belong to the AP view" in (out / "train_clean" / "train.log").read_text()
+    assert not (out / "train_clean" / "done.json").exists()
+
+
 def test_training_log_throughput(tmp_path):
     log = tmp_path / "train.log"
     log.write_text(
