@@ -1,7 +1,7 @@
 """Architecture comparison: the bundle's network variants trained on the same data with the same budget.
 
     python -m pipelines.architectures [--architectures unet attention_unet dynunet_ds segresnet]
-                                      [--bundle spine_xray_ap_seg] [--fold 0] [--epochs 10] [--full]
+                                      [--bundle spine_xray_ap_seg] [--fold 0] [--epochs 4] [--full]
                                       [--dataset-dir DIR [--datalist FILE]] [--out DIR] [--resume]
 
 One run per architecture, each the bundle's train.json and evaluate.json with the variant config merged on
@@ -43,6 +43,11 @@ ARCHITECTURES = {
 }
 
 
+# Four networks, three with 2-3x the UNet's parameters and time: 4 epochs (validated at 2 and 4) keep the small
+# setting within minutes on a CPU; --full trains each for 100.
+SMALL_EPOCHS = 4
+
+
 def available(bundle: str) -> list[str]:
     """The architectures whose variant config the bundle has."""
     configs = BUNDLES / bundle / "configs"
@@ -51,7 +56,7 @@ def available(bundle: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the architecture comparison; returns the exit status."""
-    parser = experiment_parser("architectures", __doc__, ALL_BUNDLES)
+    parser = experiment_parser("architectures", __doc__, ALL_BUNDLES, small_epochs=SMALL_EPOCHS)
     parser.add_argument(
         "--architectures",
         nargs="+",
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         help="which to compare (default: all the bundle has)",
     )
     parser.add_argument("--fold", type=int, default=0, help="the validation fold (default 0)")
-    exp = Experiment("architectures", parser, argv)
+    exp = Experiment("architectures", parser, argv, small={"epochs": SMALL_EPOCHS})
     names = exp.args.architectures or available(exp.bundle)
     missing = [n for n in names if n not in available(exp.bundle)]
     if missing:

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from pipelines.common import BUNDLES, REPO, bundle_command, config_files
 from spine_monai.bundle import config_ids
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_datalist, write_datalist
+from spine_monai.errors import DataError
 from spine_monai.handlers import latest_checkpoint
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "Run",
     "Scale",
     "Step",
+    "TrainingStats",
     "count_parameters",
     "experiment_parser",
     "launch_child",
@@ -165,13 +167,16 @@ class BundleFailed(RuntimeError):
 # command line
 
 
-def experiment_parser(name: str, doc: str | None, bundles: Sequence[str] = ALL_BUNDLES) -> argparse.ArgumentParser:
+def experiment_parser(
+    name: str, doc: str | None, bundles: Sequence[str] = ALL_BUNDLES, small_epochs: int = 10
+) -> argparse.ArgumentParser:
     """The argument parser with the options every experiment has; the experiment adds its own.
 
     Args:
         name: the experiment's module name under ``pipelines``.
         doc: the module docstring, shown by ``--help``.
         bundles: the bundles the experiment accepts.
+        small_epochs: the small setting's epochs, for the help text.
 
     Returns:
         the parser.
@@ -182,7 +187,9 @@ def experiment_parser(name: str, doc: str | None, bundles: Sequence[str] = ALL_B
     g = parser.add_argument_group("common options")
     g.add_argument("--bundle", default="spine_xray_ap_seg", choices=list(bundles), help="default spine_xray_ap_seg")
     g.add_argument("--full", action="store_true", help="the GPU setting: more data, full image size, 100 epochs")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default 10, or 100 with --full)")
+    g.add_argument(
+        "--epochs", type=int, default=None, help=f"training epochs (default {small_epochs}, or 100 with --full)"
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the synthetic data, the splits and training")
     g.add_argument("--cases", type=int, default=None, help="synthetic patients/volumes (default: the setting's)")
     g.add_argument("--dataset-dir", type=Path, default=None, help="real data instead of synthetic")
@@ -600,7 +607,10 @@ class Experiment:
         if a.dataset_dir:
             self.dataset_dir = Path(a.dataset_dir).resolve()
             self.datalist = Path(a.datalist).resolve() if a.datalist else self.dataset_dir / "datalist.json"
-            return read_datalist(self.datalist)
+            try:
+                return read_datalist(self.datalist)
+            except DataError as e:
+                raise SystemExit(f"error: {e}") from e
         data, datalist = self.folder / "data", self.folder / "datalist.json"
         cases = a.cases or self.scale.cases
         if not data.exists():

@@ -85,6 +85,12 @@ def _cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from pipelines.registry import EXPERIMENTS
+
+    return int(EXPERIMENTS[args.name](list(args.args)) or 0)
+
+
 def _split_structures(text: str | None, views: Sequence[str]) -> tuple[str, ...]:
     from spine_monai.data.layout import STRUCTURES
 
@@ -226,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the weights were trained on, for DATA_LICENSE.txt",
     )
     pk.set_defaults(func=_cmd_package)
+
+    ex = sub.add_parser("experiment", help="run a study over a bundle: kfold, noise, train_size, architectures",
+                        description="Run python -m pipelines.<name> with the arguments that follow; each study "
+                        "drives the bundles through monai.bundle overrides and writes runs/<name>/<timestamp>/. "
+                        "See `spine-monai experiment <name> --help`.")
+    ex.add_argument("name", choices=["kfold", "noise", "train_size", "architectures"])
+    ex.add_argument("args", nargs=argparse.REMAINDER, help="the experiment's own arguments")
+    ex.set_defaults(func=_cmd_experiment)
 
     from spine_monai.measure.command import add_measure_parser
     from spine_monai.report import add_report_parser

@@ -239,6 +239,20 @@ def test_folder_and_override_errors(data, tmp_path):
         kfold.main([*data, "--out", str(tmp_path / "d")])
 
 
+def test_resume_finds_the_latest_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "RUNS", tmp_path)
+    with pytest.raises(SystemExit, match="no earlier experiment"):
+        experiment._experiment_folder("noise", None, resume=True)
+    for stamp in ("20261123-101500", "20261123-093000", "20261123-110000"):
+        (tmp_path / "noise" / stamp).mkdir(parents=True)
+    (tmp_path / "noise" / "20261123-101500" / "experiment.json").write_text("{}")
+    (tmp_path / "noise" / "20261123-093000" / "experiment.json").write_text("{}")
+    # The newest folder that holds an experiment; 11:00 never got as far as writing one.
+    assert experiment._experiment_folder("noise", None, resume=True) == tmp_path / "noise" / "20261123-101500"
+    new = experiment._experiment_folder("noise", None, resume=False)
+    assert new.parent == tmp_path / "noise" and not new.exists()
+
+
 def test_failed_bundle_stops_with_its_log(data, tmp_path, capsys):
     out = tmp_path / "failing"
     # A LAT structure in the AP bundle: the bundle itself rejects it when it reads the records.
