@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         bundle = BUNDLES[view]
         epochs = args.epochs or EPOCHS[view]
         extra = [args.variant] if args.variant else []
-        run_dir = out / (view.lower() + (f"_{Path(args.variant).stem}" if args.variant else ""))
+        # The schedule is part of the name, so a run trained for another number of epochs is not reused.
+        run_dir = out / (f"{view.lower()}_e{epochs}" + (f"_{Path(args.variant).stem}" if args.variant else ""))
         common = {"dataset_dir": data, "datalist": datalist, "output_dir": run_dir}
         train_s = None
         if not (run_dir / "models" / "model.pt").exists():
