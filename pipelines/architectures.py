@@ -30,7 +30,9 @@ from pipelines.experiment import (
     Experiment,
     count_parameters,
     experiment_parser,
+    grouped_bars,
     pyplot,
+    save_plot,
 )
 from spine_monai.data import select_records
 
@@ -120,23 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(exp: Experiment, summary: pd.DataFrame, structures: list[str]):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(structures)), 3.8))
-    dice = summary.set_index("architecture")[structures]
-    width = 0.8 / len(dice)
-    for i, (label, values) in enumerate(dice.iterrows()):
-        x = [j + (i - (len(dice) - 1) / 2) * width for j in range(len(structures))]
-        ax.bar(x, values, width, label=label)
-    ax.set_xticks(range(len(structures)), structures, rotation=30, ha="right")
-    ax.set_ylabel("Dice on the testing list")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: {exp.epochs} epochs", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = exp.folder / "architectures.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    fig, ax = pyplot().subplots(figsize=(max(5.0, 1.2 * len(structures)), 3.8))
+    grouped_bars(ax, summary.set_index("architecture")[structures].T)
+    return save_plot(exp, fig, ax, f"{exp.bundle}: {exp.epochs} epochs")
 
 
 if __name__ == "__main__":

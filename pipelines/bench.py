@@ -9,6 +9,9 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 - bare rate: images/s of a plain forward + backward + step loop of the same network, loss and optimizer on one
   batch already in memory: the limit the trainer can approach;
 - the ratio trainer / bare;
+- engine rate: images/s of the same trainer fed one in-memory batch over and over, which splits the gap between
+  trainer and bare into the engine's own overhead (engine / bare) and the data pipeline's share of the CPU
+  (trainer / engine);
 - loader rate: images/s of the training data pipeline alone (the DataLoader with its augmentation);
 - inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
 - peak RSS of the process.
@@ -48,14 +51,19 @@ def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
 
 
 def _images(batch) -> int:
-    # MONAI's engines decollate the batch after each iteration into a list of samples.
+    # An engine with decollate=True (MONAI's default) leaves a list of samples in its state; False leaves the batch.
     return len(batch) if isinstance(batch, list) else int(batch["image"].shape[0])
 
 
-def trainer_rate(parser: ConfigParser, iterations: int) -> float:
-    """Images/s of the bundle's trainer over ``iterations`` iterations after ``WARMUP``."""
+def trainer_rate(parser: ConfigParser, iterations: int, data: list | None = None) -> float:
+    """Images/s of the bundle's trainer over ``iterations`` iterations after ``WARMUP``.
+
+    ``data``, when given, replaces the trainer's data loader.
+    """
     parser.update({"train#trainer#epoch_length": iterations + WARMUP, "train#trainer#max_epochs": 1})
     trainer = parser.get_parsed_content("train#trainer")
+    if data is not None:
+        trainer.data_loader = data
     stamps: list[tuple[float, int]] = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: stamps.append((time.perf_counter(), _images(e.state.batch)))
@@ -63,6 +71,12 @@ def trainer_rate(parser: ConfigParser, iterations: int) -> float:
     trainer.run()
     (t0, _), *rest = stamps[WARMUP - 1 :]
     return sum(n for _, n in rest) / (rest[-1][0] - t0)
+
+
+def engine_rate(parser: ConfigParser, iterations: int) -> float:
+    """Images/s of the bundle's trainer fed one collated batch ``iterations + WARMUP`` times: no data work."""
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    return trainer_rate(parser, iterations, data=[batch] * (iterations + WARMUP))
 
 
 def bare_rate(parser: ConfigParser, iterations: int) -> float:
@@ -111,6 +125,7 @@ def loader_rate(parser: ConfigParser, iterations: int) -> float:
 
 def inference_latency(bundle: str, overrides: dict, network_state: dict, out: Path) -> float:
     """Seconds per input (film or volume) through ``inference.json``, after the first input."""
+    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "random_weights.pt"
     torch.save(network_state, ckpt)
     parser = _parser(bundle, "inference.json", {**overrides, "ckpt_path": str(ckpt), "output_dir": str(out)})
@@ -127,12 +142,14 @@ def _measure(name: str, bundle: str, overrides: dict, infer_overrides: dict, ite
     row["trainer_images_per_s"] = trainer_rate(parser, iterations)
     row["bare_images_per_s"] = bare_rate(parser, iterations)
     row["ratio"] = row["trainer_images_per_s"] / row["bare_images_per_s"]
+    row["engine_images_per_s"] = engine_rate(_parser(bundle, "train.json", overrides), iterations)
     row["loader_images_per_s"] = loader_rate(parser, iterations)
     state = parser.get_parsed_content("network_def").state_dict()
     row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
     print(
         f"{name:6s} trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
-        f"ratio {row['ratio']:.2f}  loader {row['loader_images_per_s']:7.1f}/s  "
+        f"ratio {row['ratio']:.2f}  engine {row['engine_images_per_s']:7.1f}/s  "
+        f"loader {row['loader_images_per_s']:7.1f}/s  "
         f"inference {row['inference_s_per_input']:.3f} s/input",
         flush=True,
     )
@@ -143,14 +160,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--xray-cases", type=int, default=40, help="synthetic X-ray patients (default 40)")
+    parser.add_argument("--mri-cases", type=int, default=10, help="synthetic MRI volumes (default 10)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     xray, mri = out / "xray", out / "mri"
     if not xray.exists():
-        write_xray_dataset(xray, 40, seed=99)
+        write_xray_dataset(xray, args.xray_cases, seed=99)
         write_datalist(out / "xray_datalist.json", build_xray_datalist(xray, folds=5, seed=99))
     if not mri.exists():
-        write_mri_dataset(mri, 10, seed=99)
+        write_mri_dataset(mri, args.mri_cases, seed=99)
         write_datalist(out / "mri_datalist.json", build_mri_datalist(mri, folds=5, seed=99))
     common = {"progress_bar": False, "val_interval": 10**6}
     rows = {

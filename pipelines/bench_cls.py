@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default=None, help="encoder override, e.g. densenet121 (default: the bundle's)")
     parser.add_argument("--spatial-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--models", nargs="+", default=None, help="subset of: dual ap_only lat_only mask_guided")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -79,6 +80,8 @@ def main(argv=None) -> int:
         model_overrides["backbone"] = args.backbone
     if args.spatial_size:
         model_overrides["spatial_size"] = list(args.spatial_size)
+    if args.learning_rate:
+        model_overrides["learning_rate"] = args.learning_rate
     results = {
         "date": date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",

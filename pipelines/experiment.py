@@ -66,6 +66,8 @@ __all__ = [
     "mean_sd_text",
     "parse_training_log",
     "pyplot",
+    "grouped_bars",
+    "save_plot",
     "read_summary",
 ]
 
@@ -881,6 +883,45 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def grouped_bars(ax, table: pd.DataFrame) -> None:
+    """One group of bars per row of ``table`` along x, one bar per column within each group, labelled by column.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        table: values to draw; its index names the groups and its columns the bars.
+    """
+    width = 0.8 / len(table.columns)
+    for i, column in enumerate(table.columns):
+        x = [j + (i - (len(table.columns) - 1) / 2) * width for j in range(len(table))]
+        ax.bar(x, table[column], width, label=column)
+    ax.set_xticks(range(len(table)), table.index, rotation=30, ha="right")
+
+
+def save_plot(exp: Experiment, fig, ax, title: str, ylabel: str = "Dice on the testing list") -> Path:
+    """Finish an experiment's figure (a 0-1 y axis, title, legend when labelled) and write it as ``<name>.png``.
+
+    Args:
+        exp: the experiment; the figure goes to its folder, named after it.
+        fig: the matplotlib figure, closed once written.
+        ax: its axes.
+        title: the figure's title.
+        ylabel: the y axis label.
+
+    Returns:
+        the written PNG.
+    """
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = exp.folder / f"{exp.name}.png"
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
 
 
 def count_parameters(bundle: str, variant: str | None = None, overrides: Mapping[str, object] | None = None) -> int:

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.experiment import ALL_BUNDLES, BundleFailed, Experiment, experiment_parser, mean_sd_table, pyplot
+from pipelines.experiment import (
+    ALL_BUNDLES,
+    BundleFailed,
+    Experiment,
+    experiment_parser,
+    mean_sd_table,
+    pyplot,
+    save_plot,
+)
 from spine_monai.data import select_records
 
 
@@ -72,15 +80,9 @@ def _plot(exp: Experiment, summary: pd.DataFrame):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(summary)), 3.5))
     ax.bar(summary[exp.modality.key], summary["Dice_mean"], yerr=summary["Dice_sd"].fillna(0), capsize=3)
-    ax.set_ylabel("Dice (mean ± sd over folds)")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: {summary['folds'].iloc[0]}-fold cross-validation", fontsize=10)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout()
-    path = exp.folder / "kfold.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    title = f"{exp.bundle}: {summary['folds'].iloc[0]}-fold cross-validation"
+    return save_plot(exp, fig, ax, title, ylabel="Dice (mean ± sd over folds)")
 
 
 if __name__ == "__main__":

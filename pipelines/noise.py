@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.experiment import ALL_BUNDLES, BundleFailed, Experiment, experiment_parser, pyplot
+from pipelines.experiment import (
+    ALL_BUNDLES,
+    BundleFailed,
+    Experiment,
+    experiment_parser,
+    grouped_bars,
+    pyplot,
+    save_plot,
+)
 from spine_monai.data import select_records
 
 CONDITIONS = ("clean", "noisy")
@@ -80,22 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(exp: Experiment, dice: pd.DataFrame):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(dice)), 3.8))
-    width = 0.8 / len(dice.columns)
-    for i, column in enumerate(dice.columns):
-        x = [j + (i - (len(dice.columns) - 1) / 2) * width for j in range(len(dice))]
-        ax.bar(x, dice[column], width, label=column)
-    ax.set_xticks(range(len(dice)), dice.index, rotation=30, ha="right")
-    ax.set_ylabel("Dice on the testing list")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{exp.bundle}: noise sigma {exp.args.sigma:g} / {exp.args.bit_depth} bits", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = exp.folder / "noise.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    fig, ax = pyplot().subplots(figsize=(max(5.0, 1.2 * len(dice)), 3.8))
+    grouped_bars(ax, dice)
+    return save_plot(exp, fig, ax, f"{exp.bundle}: noise sigma {exp.args.sigma:g} / {exp.args.bit_depth} bits")
 
 
 if __name__ == "__main__":

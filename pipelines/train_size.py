@@ -27,7 +27,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.experiment import ALL_BUNDLES, BundleFailed, Experiment, experiment_parser, mean_sd_text, pyplot
+from pipelines.experiment import (
+    ALL_BUNDLES,
+    BundleFailed,
+    Experiment,
+    experiment_parser,
+    mean_sd_text,
+    pyplot,
+    save_plot,
+)
 from spine_monai.data import select_records, write_datalist
 
 DEFAULTS = {"small": {"sizes": [4, 8, 16], "repeats": 2}, "full": {"sizes": [10, 25, 50, 100], "repeats": 3}}
@@ -145,16 +153,8 @@ def _plot(exp: Experiment, summary: pd.DataFrame):
             color="black" if bold else None,
         )
     ax.set_xlabel("training patients" if exp.modality.key == "structure" else "training volumes")
-    ax.set_ylabel("Dice on the testing list")
-    ax.set_ylim(0, 1)
     ax.set_xticks(sorted(summary["size"].unique()))
-    ax.set_title(f"{exp.bundle}: learning curve", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = exp.folder / "train_size.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_plot(exp, fig, ax, f"{exp.bundle}: learning curve")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ import torch
 from conftest import REPO, SHARED, raises_in_chain
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
 from monai.metrics import compute_roc_auc
+from monai.transforms import Compose
 from PIL import Image
 
+import spine_monai
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.data.classification import (
     class_weights,
@@ -32,6 +34,7 @@ from spine_monai.metrics.classification import (
     roc_curve,
 )
 from spine_monai.networks import DualViewClassifier, build_encoder
+from spine_monai.transforms import view_augmentations
 
 BUNDLE = REPO / "bundles" / "spine_xray_cls"
 # Small films and the lightest backbone keep the bundle runs to seconds on two CPU cores.
@@ -316,6 +319,26 @@ def test_records_and_inputs_name_every_patient_without_a_view(xray_root, datalis
     assert len(inputs.records) == 4 and len(inputs.problems) == 2
 
 
+def test_view_augmentations_move_each_view_with_its_masks():
+    square = torch.zeros(1, 64, 48)
+    square[:, 20:44, 14:34] = 1.0
+    keys = image_keys(["AP", "LAT"], True, ["Ap_Vertebra", "Lat_Vertebra"])
+    moved_apart = False
+    for seed in range(8):
+        augment = Compose(view_augmentations(["AP", "LAT"], keys, [64, 48], rotate=0.5, scale=0.2, translate=0.1))
+        augment.set_random_state(seed)
+        out = augment({k: square.clone() for k in keys})
+        for view in ("AP", "LAT"):
+            mask = out[f"{view}_masks"]
+            assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+            # the mask follows its own film: where the film is clearly inside (or outside) the square, so is it
+            film = out[view]
+            inside, outside = (film > 0.9) & (film < 1.5), film < 0.01
+            assert mask[inside].min() == 1 and mask[outside].max() == 0
+        moved_apart |= not torch.equal(out["AP_masks"], out["LAT_masks"])
+    assert moved_apart, "the two views were always moved together"
+
+
 def test_metrics_match_their_definitions():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
@@ -345,7 +368,8 @@ def test_metadata_network_io_and_files(tmp_path):
         verify_metadata(meta_file=str(meta), filepath=str(schema))
     verify_net_in_out(net_id="network_def", meta_file=str(meta), config_file=_cfg("inference.json"), device="cpu", n=1)
     doc = json.loads(meta.read_text())
-    assert doc["version"] in doc["changelog"] and doc["required_packages_version"]["spine-monai"] == "0.1.0"
+    assert doc["version"] in doc["changelog"]
+    assert doc["required_packages_version"]["spine-monai"] == spine_monai.__version__
     for f in (
         "configs/train.json",
         "configs/evaluate.json",

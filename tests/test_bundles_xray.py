@@ -293,7 +293,8 @@ def test_torchscript_export_matches_eager(trained, tmp_path):
 
 def test_package_runs_standalone_outside_the_repo(trained, xray_root, tmp_path):
     zip_path = package_bundle(BUNDLES["AP"], tmp_path / "dist", ckpt=trained["AP"] / "models" / "model.pt")
-    assert zip_path.name == "spine_xray_ap_seg_v0.1.0.zip"
+    version = json.loads((BUNDLES["AP"] / "configs" / "metadata.json").read_text())["version"]
+    assert zip_path.name == f"spine_xray_ap_seg_v{version}.zip"
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
         zf.extractall(tmp_path / "elsewhere")

@@ -1,5 +1,6 @@
 """MONAI-style transforms: array transforms with their dictionary twins."""
 
+from spine_monai.transforms.augment import view_augmentations
 from spine_monai.transforms.io import (
     LoadRadiograph,
     LoadRadiographd,
@@ -40,4 +41,5 @@ __all__ = [
     "ThinLinesd",
     "fit_size",
     "overlay_masks",
+    "view_augmentations",
 ]
