@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         print(f"3. training the AP bundle for {args.epochs} epochs (fold 0 validates)")
         train_s = run_bundle(
             config_files(BUNDLE, "train.json"),
-            {**common, "fold": 0, "train#trainer#max_epochs": args.epochs, "val_interval": 5},
+            {**common, "fold": 0, "train#trainer#max_epochs": args.epochs, "val_interval": min(5, args.epochs)},
         )
         print(f"   trained in {train_s / 60:.1f} min")
     else:
