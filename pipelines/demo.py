@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="demo folder (default demo_output)")
     parser.add_argument("--cases", type=int, default=100, help="synthetic patients (default 100)")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40, ~8 min on 2 cores)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40, ~4 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
