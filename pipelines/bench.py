@@ -172,34 +172,12 @@ def main(argv=None) -> int:
         write_mri_dataset(mri, args.mri_cases, seed=99)
         write_datalist(out / "mri_datalist.json", build_mri_datalist(mri, folds=5, seed=99))
     common = {"progress_bar": False, "val_interval": 10**6}
-    rows = {
-        "xray_ap": _measure(
-            "xray",
-            "spine_xray_ap_seg",
-            {
-                **common,
-                "dataset_dir": str(xray),
-                "datalist": str(out / "xray_datalist.json"),
-                "output_dir": str(out / "xray_run"),
-            },
-            {"dataset_dir": str(xray), "datalist": str(out / "xray_datalist.json"), "infer_split": "all"},
-            args.iterations,
-            out,
-        ),
-        "mri": _measure(
-            "mri",
-            "spine_mri_seg",
-            {
-                **common,
-                "dataset_dir": str(mri),
-                "datalist": str(out / "mri_datalist.json"),
-                "output_dir": str(out / "mri_run"),
-            },
-            {"dataset_dir": str(mri)},
-            args.iterations,
-            out,
-        ),
-    }
+    cases = {"xray_ap": ("xray", "spine_xray_ap_seg", xray), "mri": ("mri", "spine_mri_seg", mri)}
+    rows = {}
+    for key, (name, bundle, root) in cases.items():
+        data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
+        train = {**common, **data, "output_dir": str(out / f"{name}_run")}
+        rows[key] = _measure(name, bundle, train, {**data, "infer_split": "all"}, args.iterations, out)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),

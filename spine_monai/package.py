@@ -61,15 +61,20 @@ def _example_input(meta: dict) -> torch.Tensor:
     return torch.rand(2, int(spec["num_channels"]), *shape, generator=torch.Generator().manual_seed(0))
 
 
-def _eager_network(bundle_dir: Path, ckpt: Path) -> torch.nn.Module:
+def _weights(ckpt: Path) -> tuple[dict, str]:
+    """The network's state dict in ``ckpt`` and its key there (``"model"`` in a training checkpoint, else ``""``)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return (state["model"], "model") if isinstance(state, dict) and "model" in state else (state, "")
+
+
+def _eager_network(bundle_dir: Path, weights: dict) -> torch.nn.Module:
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(bundle_dir / "configs" / "inference.json"))
     parser.update({"bundle_root": str(bundle_dir)})
     net = parser.get_parsed_content("network_def")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    net.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
+    net.load_state_dict(weights)
     return net.eval()
 
 
@@ -84,18 +89,19 @@ def export_torchscript(bundle_dir: Path, ckpt: Path, out: Path, meta: dict, atol
     """
     from monai.bundle import ckpt_export
 
+    weights, key = _weights(ckpt)
     ckpt_export(
         net_id="network_def",
         filepath=str(out),
         ckpt_file=str(ckpt),
         meta_file=str(bundle_dir / "configs" / "metadata.json"),
         config_file=str(bundle_dir / "configs" / "inference.json"),
-        key_in_ckpt="model" if "model" in torch.load(ckpt, map_location="cpu", weights_only=True) else "",
+        key_in_ckpt=key,
         bundle_root=str(bundle_dir),
     )
     x = _example_input(meta)
     with torch.no_grad():
-        eager = _eager_network(bundle_dir, ckpt)(x)
+        eager = _eager_network(bundle_dir, weights)(x)
         scripted = torch.jit.load(str(out))(x)
     diff = float((eager - scripted).abs().max())
     if diff > atol:
@@ -108,7 +114,7 @@ def _export_onnx(bundle_dir: Path, ckpt: Path, out: Path, meta: dict, atol: floa
         import onnxruntime
     except ImportError as e:
         raise ValueError("--onnx needs the onnx and onnxruntime packages: pip install onnx onnxruntime") from e
-    net = _eager_network(bundle_dir, ckpt)
+    net = _eager_network(bundle_dir, _weights(ckpt)[0])
     x = _example_input(meta)
     torch.onnx.export(
         net,

@@ -359,9 +359,14 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _positive(m: torch.Tensor) -> torch.Tensor:
+    """A map's evidence for the class: NaN as 0, negative values as 0."""
+    return torch.nan_to_num(m.detach().float()).clamp_min(0)
+
+
 def _scale(m: torch.Tensor, top: float) -> torch.Tensor:
     """A non-negative map divided by ``top`` (the largest value over the maps drawn on one scale), in [0, 1]."""
-    m = torch.nan_to_num(m.float()).clamp_min(0)
+    m = _positive(m)
     return (m / top).clamp(0, 1) if top > 0 else torch.zeros_like(m)
 
 
@@ -492,22 +497,21 @@ class ClassActivationWriter:
         patient = str(sample[self.id_key])
         folder = self.output_dir / patient
         written: dict[str, Path] = {}
-        maps: dict[str, tuple[str, torch.Tensor]] = {}
+        maps: dict[str, tuple[str, str, torch.Tensor]] = {}  # file name -> (view, method, map)
         # Evaluators run the network without gradients; GradCAM needs them, but only from the class score back to
         # the explained feature map: cutting the graph there skips the backward pass through the encoders.
         with torch.enable_grad(), _graph_cut(self.network, self.layers.values()):
             for v, cam in self.cams.items():
-                maps[f"{v}_gradcam"] = (v, cam(x, class_idx=self.class_index)[0])
+                maps[f"{v}_gradcam"] = (v, "gradcam", cam(x, class_idx=self.class_index)[0])
         if self.occlusion:
-            maps.update({f"{v}_occlusion": (v, self._occlusion(x, v)) for v in self.views})
+            maps.update({f"{v}_occlusion": (v, "occlusion", self._occlusion(x, v)) for v in self.views})
         # One colour scale per method across the patient's views: a view that barely moved the score stays cold.
         tops: dict[str, float] = {}
-        for name, (_, m) in maps.items():
-            method = name.rsplit("_", 1)[1]
-            tops[method] = max(tops.get(method, 0.0), float(torch.nan_to_num(m.detach()).clamp_min(0).max()))
-        for name, (view, m) in maps.items():
+        for _, method, m in maps.values():
+            tops[method] = max(tops.get(method, 0.0), float(_positive(m).max()))
+        for name, (view, method, m) in maps.items():
             film_meta = sample[view]
-            original = self._invert(_scale(m.detach().cpu(), tops[name.rsplit("_", 1)[1]]), sample, view)
+            original = self._invert(_scale(m.detach().cpu(), tops[method]), sample, view)
             path = film_meta.meta.get("filename_or_obj") if isinstance(film_meta, MetaTensor) else None
             film = read_radiograph(path) if path else np.zeros(original.shape, np.float32)
             if film.shape != original.shape:
