@@ -1,6 +1,6 @@
 """Throughput benchmark: the bundles' real trainers against the bare training loop, in one process.
 
-    python -m pipelines.bench [--out bench_output/throughput] [--iterations 20]
+    python -m pipelines.bench [--out bench_output/throughput] [--iterations 20] [--rounds 3]
 
 For the X-ray (AP) and MRI bundles it builds the trainer from the bundle's own ``train.json`` (with the same
 data pipeline, loss, optimizer and AMP setting) and reports:
@@ -8,11 +8,12 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 - trainer rate: images/s of ``SupervisedTrainer`` over a fixed number of iterations after warm-up;
 - bare rate: images/s of a plain forward + backward + step loop of the same network, loss and optimizer on one
   batch already in memory: the limit the trainer can approach;
-- the ratio trainer / bare;
+- the ratio trainer / bare (trainer, bare and engine are measured in ``--rounds`` interleaved rounds; the
+  medians are reported, the ratio as the median of each round's ratio, with its range);
 - engine rate: images/s of the same trainer fed one in-memory batch over and over, which splits the gap between
-  trainer and bare into the engine's own overhead (engine / bare) and the data pipeline's share of the CPU
-  (trainer / engine);
-- loader rate: images/s of the training data pipeline alone (the DataLoader with its augmentation);
+  trainer and bare into the engine's own work (engine / bare: handlers, metrics, and the spatial augmentation its
+  ``prepare_batch`` applies on the training device) and the DataLoader's share of the CPU (trainer / engine);
+- loader rate: images/s of the training DataLoader alone (cached preprocessing, the augmentation it runs);
 - inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
 - peak RSS of the process.
 
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -136,20 +138,32 @@ def inference_latency(bundle: str, overrides: dict, network_state: dict, out: Pa
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
-def _measure(name: str, bundle: str, overrides: dict, infer_overrides: dict, iterations: int, out: Path) -> dict:
+def _measure(
+    name: str, bundle: str, overrides: dict, infer_overrides: dict, iterations: int, rounds: int, out: Path
+) -> dict:
+    """One table row. Trainer, bare and engine rates are taken in ``rounds`` interleaved rounds and the medians
+    reported, with the ratio as the median of each round's trainer / bare: on a shared machine the speed of the
+    same loop drifts by ~10 % within a minute, and neighbouring measurements drift together."""
+    samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": []}
+    for _ in range(rounds):
+        samples["trainer"].append(trainer_rate(_parser(bundle, "train.json", overrides), iterations))
+        samples["bare"].append(bare_rate(_parser(bundle, "train.json", overrides), iterations))
+        samples["engine"].append(engine_rate(_parser(bundle, "train.json", overrides), iterations))
+    ratios = [t / b for t, b in zip(samples["trainer"], samples["bare"], strict=True)]
     parser = _parser(bundle, "train.json", overrides)
-    row = {"bundle": bundle, "device": str(parser.get_parsed_content("device"))}
-    row["trainer_images_per_s"] = trainer_rate(parser, iterations)
-    row["bare_images_per_s"] = bare_rate(parser, iterations)
-    row["ratio"] = row["trainer_images_per_s"] / row["bare_images_per_s"]
-    row["engine_images_per_s"] = engine_rate(_parser(bundle, "train.json", overrides), iterations)
+    row = {"bundle": bundle, "device": str(parser.get_parsed_content("device")), "rounds": rounds}
+    for key, values in samples.items():
+        row[f"{key}_images_per_s"] = statistics.median(values)
+        row[f"{key}_rounds"] = values
+    row["ratio"] = statistics.median(ratios)
+    row["ratio_rounds"] = ratios
     row["loader_images_per_s"] = loader_rate(parser, iterations)
     state = parser.get_parsed_content("network_def").state_dict()
     row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
     print(
         f"{name:6s} trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
-        f"ratio {row['ratio']:.2f}  engine {row['engine_images_per_s']:7.1f}/s  "
-        f"loader {row['loader_images_per_s']:7.1f}/s  "
+        f"ratio {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
+        f"engine {row['engine_images_per_s']:7.1f}/s  loader {row['loader_images_per_s']:7.1f}/s  "
         f"inference {row['inference_s_per_input']:.3f} s/input",
         flush=True,
     )
@@ -160,6 +174,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of trainer, bare and engine")
     parser.add_argument("--xray-cases", type=int, default=40, help="synthetic X-ray patients (default 40)")
     parser.add_argument("--mri-cases", type=int, default=10, help="synthetic MRI volumes (default 10)")
     args = parser.parse_args(argv)
@@ -177,13 +192,14 @@ def main(argv=None) -> int:
     for key, (name, bundle, root) in cases.items():
         data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
         train = {**common, **data, "output_dir": str(out / f"{name}_run")}
-        rows[key] = _measure(name, bundle, train, {**data, "infer_split": "all"}, args.iterations, out)
+        rows[key] = _measure(name, bundle, train, {**data, "infer_split": "all"}, args.iterations, args.rounds, out)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
         "iterations": args.iterations,
+        "rounds": args.rounds,
         "peak_rss_mb": peak_mb,
         "results": rows,
     }

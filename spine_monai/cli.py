@@ -233,10 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pk.set_defaults(func=_cmd_package)
 
-    ex = sub.add_parser("experiment", help="run a study over a bundle: kfold, noise, train_size, architectures",
-                        description="Run python -m pipelines.<name> with the arguments that follow; each study "
-                        "drives the bundles through monai.bundle overrides and writes runs/<name>/<timestamp>/. "
-                        "See `spine-monai experiment <name> --help`.")
+    ex = sub.add_parser(
+        "experiment",
+        help="run a study over a bundle: kfold, noise, train_size, architectures",
+        description="Run python -m pipelines.<name> with the arguments that follow; each study "
+        "drives the bundles through monai.bundle overrides and writes runs/<name>/<timestamp>/. "
+        "See `spine-monai experiment <name> --help`.",
+    )
     ex.add_argument("name", choices=["kfold", "noise", "train_size", "architectures"])
     ex.add_argument("args", nargs=argparse.REMAINDER, help="the experiment's own arguments")
     ex.set_defaults(func=_cmd_experiment)

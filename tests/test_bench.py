@@ -12,12 +12,15 @@ RATES = ["trainer_images_per_s", "bare_images_per_s", "engine_images_per_s", "lo
 
 
 def test_throughput_table(tmp_path, capsys):
-    assert bench.main(["--out", str(tmp_path), "--iterations", "1", "--xray-cases", "6", "--mri-cases", "3"]) == 0
+    args = ["--out", str(tmp_path), "--iterations", "1", "--rounds", "2", "--xray-cases", "6", "--mri-cases", "3"]
+    assert bench.main(args) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(result["results"]) == {"xray_ap", "mri"}
     for name, row in result["results"].items():
         assert all(row[k] > 0 for k in RATES), name
-        assert row["ratio"] == pytest.approx(row["trainer_images_per_s"] / row["bare_images_per_s"])
+        assert len(row["ratio_rounds"]) == 2 and row["rounds"] == 2
+        assert row["ratio_rounds"] == pytest.approx([t / b for t, b in zip(row["trainer_rounds"], row["bare_rounds"])])
+        assert min(row["ratio_rounds"]) <= row["ratio"] <= max(row["ratio_rounds"])
         assert row["inference_s_per_input"] > 0
         assert row["device"] == "cpu"
     assert result["peak_rss_mb"] > 0

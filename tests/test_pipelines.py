@@ -16,6 +16,7 @@ from conftest import REPO
 
 from pipelines import architectures, experiment, kfold, noise, train_size
 from pipelines.registry import EXPERIMENTS
+from spine_monai.cli import build_parser
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_datalist, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
 
@@ -279,6 +280,11 @@ def test_training_log_throughput(tmp_path):
 
 def test_registry_and_markdown():
     assert set(EXPERIMENTS) == {"kfold", "noise", "train_size", "architectures"}
+    # the CLI spells the names out so that its --help imports no experiment; it must list the same ones
+    experiment_parser = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["experiment"]._actions if a.dest == "name"
+    )
+    assert set(experiment_parser.choices) == set(EXPERIMENTS)
     assert EXPERIMENTS["kfold"] is kfold.main
     table = experiment.markdown_table(pd.DataFrame({"structure": ["a"], "Dice": [0.81234], "n": [3]}))
     assert table.splitlines() == ["| structure | Dice | n |", "| --- | ---: | ---: |", "| a | 0.812 | 3 |"]

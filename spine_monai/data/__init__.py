@@ -11,6 +11,7 @@ from spine_monai.data.mri import (
     read_volume,
     scan_mri_tree,
 )
+from spine_monai.data.workers import untracked_worker_init
 from spine_monai.data.xray import (
     ScanResult,
     build_xray_datalist,
@@ -37,6 +38,7 @@ __all__ = [
     "scan_mri_tree",
     "scan_xray_tree",
     "select_records",
+    "untracked_worker_init",
     "write_datalist",
     "write_mask",
     "xray_inference_inputs",

@@ -1,6 +1,7 @@
 """MONAI-style transforms: array transforms with their dictionary twins."""
 
 from spine_monai.transforms.augment import view_augmentations
+from spine_monai.transforms.batch import AugmentBatch, RandSpatialBatch, RandSpatialBatchd
 from spine_monai.transforms.io import (
     LoadRadiograph,
     LoadRadiographd,
@@ -21,6 +22,7 @@ from spine_monai.transforms.spatial import (
 from spine_monai.transforms.volume import LoadVolume, LoadVolumed, SaveLabelVolume, SaveLabelVolumed
 
 __all__ = [
+    "AugmentBatch",
     "BinarizeMasks",
     "BinarizeMasksd",
     "LoadRadiograph",
@@ -29,6 +31,8 @@ __all__ = [
     "LoadStructureMasksd",
     "LoadVolume",
     "LoadVolumed",
+    "RandSpatialBatch",
+    "RandSpatialBatchd",
     "ResizeMasksToFit",
     "ResizeMasksToFitd",
     "ResizeToFit",

@@ -15,9 +15,11 @@ from skimage.morphology import skeletonize
 __all__ = ["BinarizeMasks", "BinarizeMasksd", "ThinLines", "ThinLinesd"]
 
 
-def _per_channel(value: float | Sequence[float], n: int, like: torch.Tensor) -> torch.Tensor:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float32), (n,)).copy()
-    return torch.as_tensor(arr, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+def _per_channel(value: float | Sequence[float], like: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+    arr = np.broadcast_to(np.asarray(value, dtype=np.float32), (like.shape[channel_dim],)).copy()
+    shape = [1] * like.ndim
+    shape[channel_dim] = -1
+    return torch.as_tensor(arr, device=like.device).view(shape)
 
 
 class BinarizeMasks(Transform):
@@ -28,6 +30,7 @@ class BinarizeMasks(Transform):
 
     Args:
         threshold: one threshold per channel, or one for all; a pixel is on where the value exceeds it.
+        channel_dim: the channel axis: 0 for one sample (C, H, W), 1 for a batch (B, C, H, W).
 
     Returns:
         the masks as 0/1 of the input's type (MetaTensor meta kept).
@@ -35,30 +38,36 @@ class BinarizeMasks(Transform):
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, threshold: float | Sequence[float] = 0.5) -> None:
+    def __init__(self, threshold: float | Sequence[float] = 0.5, channel_dim: int = 0) -> None:
         self.threshold = threshold
+        self.channel_dim = channel_dim
 
     def __call__(self, masks: torch.Tensor) -> torch.Tensor:
         masks = torch.as_tensor(masks)
-        return (masks > _per_channel(self.threshold, masks.shape[0], masks)).to(masks.dtype)
+        return (masks > _per_channel(self.threshold, masks, self.channel_dim)).to(masks.dtype)
 
 
 class BinarizeMasksd(MapTransform):
     """Dictionary-based wrapper of :py:class:`BinarizeMasks`.
 
     Args:
-        keys: keys of (C, H, W) masks.
+        keys: keys of (C, H, W) masks, or of (B, C, H, W) batches with ``channel_dim=1``.
         threshold: per-channel or shared threshold.
+        channel_dim: the channel axis.
         allow_missing_keys: don't raise if a key is missing.
     """
 
     backend = BinarizeMasks.backend
 
     def __init__(
-        self, keys: KeysCollection, threshold: float | Sequence[float] = 0.5, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        threshold: float | Sequence[float] = 0.5,
+        channel_dim: int = 0,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.binarize = BinarizeMasks(threshold)
+        self.binarize = BinarizeMasks(threshold, channel_dim)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -1,0 +1,136 @@
+"""Batched spatial augmentation: the geometry matches MONAI's Affine, labels stay aligned, runs repeat."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.transforms import Affine, Compose
+
+from spine_monai.transforms import AugmentBatch, BinarizeMasks, BinarizeMasksd, RandSpatialBatch, RandSpatialBatchd
+
+
+def _blobs(n: int = 4, shape: tuple[int, int] = (64, 48)) -> torch.Tensor:
+    x = torch.zeros(n, 1, *shape)
+    x[:, :, 20:40, 10:30] = 1.0
+    x[:, :, 45:50, 30:44] = 0.5
+    return x
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"rotate_range": 0.3}, {"translate_range": (5.0, 3.0)}, {"scale_range": (0.2, 0.1)}, {"shear_range": (0.2, 0.1)}],
+)
+def test_each_sample_matches_monai_affine_with_its_own_draw(params):
+    x = _blobs()
+    aug = RandSpatialBatch(prob=1.0, **params)
+    aug.set_random_state(3)
+    out = aug(x)
+    draw = aug._draw
+    for i in range(len(x)):
+        affine = torch.eye(3, dtype=torch.float64)
+        affine[:2, :2] = torch.as_tensor(draw["matrix"][i])
+        affine[:2, 2] = torch.as_tensor(draw["shift"][i])
+        expected = Affine(affine=affine, padding_mode="zeros", image_only=True)(x[i])
+        assert torch.allclose(out[i], expected.as_tensor(), atol=1e-4)
+    assert not torch.allclose(out[0], out[1]), "samples of one batch must get their own transform"
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_flip_and_identity_are_exact(axis):
+    x = _blobs()
+    assert torch.equal(RandSpatialBatch(prob=0.0)(x), x)
+    assert torch.allclose(RandSpatialBatch(prob=0.0, flip_prob=1.0, flip_axis=axis)(x), x.flip(2 + axis), atol=1e-5)
+
+
+def test_elastic_moves_pixels_smoothly_and_by_the_magnitude():
+    x = torch.zeros(2, 1, 128, 96)
+    x[:, :, ::8, :] = 1.0  # horizontal rules: their rows show the vertical displacement
+    aug = RandSpatialBatch(prob=0.0, elastic_prob=1.0, elastic_spacing=32, elastic_magnitude=(3.0, 3.0))
+    aug.set_random_state(0)
+    out = aug(x)
+    assert not torch.allclose(out, x)
+    assert len(aug._draw["elastic"]) == 2
+    grid = aug.grid()
+    identity = RandSpatialBatch(prob=0.0)
+    identity.randomize(2, (128, 96))
+    shift_px = (grid - identity.grid()) * torch.tensor([96 / 2, 128 / 2])
+    assert 1.0 < shift_px.abs().max() < 20.0
+    # neighbouring pixels move together (a smooth field, not noise)
+    assert (shift_px[:, 1:] - shift_px[:, :-1]).abs().max() < 1.0
+
+
+def test_labels_follow_their_image_and_stay_binary():
+    image = _blobs(6)
+    batch = {"image": image, "label": torch.cat([image > 0.9, image > 0.4], dim=1).float()}
+    aug = Compose(
+        [
+            RandSpatialBatchd(
+                keys=["image", "label"],
+                mode=["bilinear", "bilinear"],
+                prob=1.0,
+                rotate_range=0.35,
+                scale_range=0.15,
+                translate_range=4.0,
+                elastic_prob=0.5,
+                elastic_spacing=16,
+                flip_prob=0.5,
+            ),
+            BinarizeMasksd(keys="label", threshold=[0.5, 0.3], channel_dim=1),
+        ]
+    )
+    prepare = AugmentBatch(aug, seed=7)
+    out_image, out_label = prepare(batch, device="cpu")
+    assert type(out_image) is torch.Tensor and out_label.shape == (6, 2, 64, 48)
+    assert set(out_label.unique().tolist()) <= {0.0, 1.0}
+    # the bright blob's label is where the transformed image is bright
+    bright = out_image > 0.9
+    assert (out_label[:, :1][bright] == 1).float().mean() > 0.97
+    assert not torch.equal(out_image, image)
+    again = AugmentBatch(aug, seed=7)(batch, device="cpu")
+    assert torch.equal(again[0], out_image) and torch.equal(again[1], out_label)
+
+
+def test_nearest_mode_keeps_label_values():
+    labels = torch.randint(0, 12, (3, 1, 40, 40)).float()
+    aug = RandSpatialBatchd(keys=["image", "label"], mode=["bilinear", "nearest"], prob=1.0, rotate_range=0.5)
+    out = aug({"image": labels.clone(), "label": labels})
+    assert set(out["label"].unique().tolist()) <= set(range(12))
+
+
+def test_binarize_batch_thresholds_per_channel():
+    x = torch.tensor([[0.4, 0.6], [0.25, 0.35]]).view(1, 2, 1, 2).repeat(3, 1, 1, 1)
+    out = BinarizeMasks([0.5, 0.3], channel_dim=1)(x)
+    assert out[:, 0].flatten().tolist() == [0.0, 1.0] * 3
+    assert out[:, 1].flatten().tolist() == [0.0, 1.0] * 3
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        RandSpatialBatch()(torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="prob"):
+        RandSpatialBatch(prob=1.5)
+    with pytest.raises(ValueError, match="flip_axis"):
+        RandSpatialBatch(flip_axis=2)
+    with pytest.raises(KeyError, match="label"):
+        AugmentBatch(RandSpatialBatchd(keys="image"))({"image": torch.zeros(1, 1, 8, 8)})
+
+
+def test_training_workers_drop_metadata_and_keep_seeding():
+    from monai.data import CacheDataset, DataLoader, MetaTensor, get_track_meta
+    from monai.transforms import RandGaussianNoised
+
+    from spine_monai.data import untracked_worker_init
+
+    data = [{"image": MetaTensor(torch.zeros(1, 8, 8))} for _ in range(4)]
+
+    def batches():
+        dataset = CacheDataset(data, RandGaussianNoised(keys="image", prob=1.0), progress=False)
+        loader = DataLoader(dataset, batch_size=2, num_workers=1, worker_init_fn=untracked_worker_init)
+        torch.manual_seed(0)
+        return [b["image"] for b in loader]
+
+    first, second = batches(), batches()
+    assert all(type(b) is torch.Tensor for b in first), "the random part ran with metadata"
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True)), "workers lost MONAI's seeding"
+    assert not torch.equal(first[0][0], first[0][1])
+    assert get_track_meta(), "the main process must keep its metadata"
