@@ -76,3 +76,33 @@ def raises_in_chain(exc_type: type[BaseException], match: str | None = None):
     assert err is not None, f"no {exc_type.__name__} in the chain of {info.value!r}"
     if match is not None:
         assert re.search(match, str(err)), f"{match!r} not in {str(err)!r}"
+
+
+def small_run_args(config_file: str, dataset_dir: Path, datalist: Path, out: Path, epochs: int, *extra: str):
+    """Arguments after ``python -m`` for a small, quiet CPU training run of a bundle through ``monai.bundle run``.
+
+    One film per batch, no worker processes, validation every epoch; ``extra`` overrides are appended.
+    """
+    return [
+        "monai.bundle",
+        "run",
+        "--config_file",
+        config_file,
+        "--dataset_dir",
+        str(dataset_dir),
+        "--datalist",
+        str(datalist),
+        "--output_dir",
+        str(out),
+        "--train#trainer#max_epochs",
+        str(epochs),
+        "--val_interval",
+        "1",
+        "--batch_size",
+        "1",
+        "--num_workers",
+        "0",
+        "--progress_bar",
+        "False",
+        *extra,
+    ]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, small_run_args
 
 from spine_monai.data import build_xray_datalist, write_datalist
 
@@ -41,28 +41,7 @@ def test_two_process_gloo_training_rank_zero_writes(xray_root, tmp_path, workflo
         "--redirects",
         "3",
         "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        configs,
-        "--dist_backend",
-        "gloo",
-        "--dataset_dir",
-        str(xray_root),
-        "--datalist",
-        str(datalist),
-        "--output_dir",
-        str(out),
-        "--train#trainer#max_epochs",
-        "2",
-        "--val_interval",
-        "1",
-        "--batch_size",
-        "1",
-        "--num_workers",
-        "0",
-        "--progress_bar",
-        "False",
+        *small_run_args(configs, xray_root, datalist, out, 2, "--dist_backend", "gloo"),
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     rank_logs = {int(p.parent.name): p.read_text() for p in logs.rglob("stdout.log")}

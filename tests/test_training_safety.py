@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, raises_in_chain
+from conftest import REPO, raises_in_chain, small_run_args
 from monai.bundle import run
 
 from spine_monai.data import build_xray_datalist, write_datalist
@@ -26,31 +26,7 @@ def datalist(xray_root, tmp_path_factory):
 
 
 def _train_cmd(xray_root, datalist, out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str(AP / "train.json"),
-        "--dataset_dir",
-        str(xray_root),
-        "--datalist",
-        str(datalist),
-        "--output_dir",
-        str(out),
-        "--train#trainer#max_epochs",
-        "3",
-        "--val_interval",
-        "1",
-        "--batch_size",
-        "1",
-        "--num_workers",
-        "0",
-        "--progress_bar",
-        "False",
-        *extra,
-    ]
+    return [sys.executable, "-m", *small_run_args(str(AP / "train.json"), xray_root, datalist, out, 3, *extra)]
 
 
 def test_sigkill_mid_epoch_then_resume(xray_root, datalist, tmp_path):
