@@ -26,12 +26,12 @@ import pandas as pd
 from pipelines.common import BUNDLES
 from pipelines.experiment import (
     ALL_BUNDLES,
-    BundleFailed,
     Experiment,
     count_parameters,
     experiment_parser,
     grouped_bars,
     pyplot,
+    reports_bundle_failure,
     save_plot,
 )
 from spine_monai.data import select_records
@@ -56,6 +56,7 @@ def available(bundle: str) -> list[str]:
     return [name for name, (variant, _) in ARCHITECTURES.items() if variant is None or (configs / variant).is_file()]
 
 
+@reports_bundle_failure
 def main(argv: list[str] | None = None) -> int:
     """Run the architecture comparison; returns the exit status."""
     parser = experiment_parser("architectures", __doc__, ALL_BUNDLES, small_epochs=SMALL_EPOCHS)
@@ -85,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=ARCHITECTURES[name][0],
             info={"architecture": name},
         )
-    try:
-        records = exp.execute()
-    except BundleFailed as e:
-        print(f"error: {e}")
-        return 1
+    records = exp.execute()
 
     key = exp.modality.key
     per_structure = exp.summaries(records).drop(columns=["run", "evaluation"])

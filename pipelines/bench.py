@@ -143,7 +143,7 @@ def _measure(
 ) -> dict:
     """One table row. Trainer, bare and engine rates are taken in ``rounds`` interleaved rounds and the medians
     reported, with the ratio as the median of each round's trainer / bare: on a shared machine the speed of the
-    same loop drifts by ~10 % within a minute, and neighbouring measurements drift together."""
+    same loop drifts by 10-20 % within minutes, and neighbouring measurements drift together."""
     samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": []}
     for _ in range(rounds):
         samples["trainer"].append(trainer_rate(_parser(bundle, "train.json", overrides), iterations))
@@ -178,6 +178,8 @@ def main(argv=None) -> int:
     parser.add_argument("--xray-cases", type=int, default=40, help="synthetic X-ray patients (default 40)")
     parser.add_argument("--mri-cases", type=int, default=10, help="synthetic MRI volumes (default 10)")
     args = parser.parse_args(argv)
+    if args.iterations < 1 or args.rounds < 1:
+        parser.error("--iterations and --rounds must be at least 1")
     out = args.out.resolve()
     xray, mri = out / "xray", out / "mri"
     if not xray.exists():

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cache
+from functools import cache, wraps
 from pathlib import Path
 
 import pandas as pd
@@ -163,6 +163,23 @@ def modality_of(bundle: str) -> Modality:
 
 class BundleFailed(RuntimeError):
     """A bundle command failed; the message names its log."""
+
+
+def reports_bundle_failure(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorate an experiment's ``main(argv)``: a failed bundle run prints one line naming its log and exits 1.
+
+    Finished runs stay finished, so the same command with ``--resume`` picks up after the failure.
+    """
+
+    @wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BundleFailed as e:
+            print(f"error: {e}")
+            return 1
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------------

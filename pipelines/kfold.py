@@ -18,16 +18,17 @@ import pandas as pd
 
 from pipelines.experiment import (
     ALL_BUNDLES,
-    BundleFailed,
     Experiment,
     experiment_parser,
     mean_sd_table,
     pyplot,
+    reports_bundle_failure,
     save_plot,
 )
 from spine_monai.data import select_records
 
 
+@reports_bundle_failure
 def main(argv: list[str] | None = None) -> int:
     """Run the k-fold experiment; returns the exit status."""
     parser = experiment_parser("kfold", __doc__, ALL_BUNDLES)
@@ -48,11 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             train={"fold": k},
             info={"fold": k},
         )
-    try:
-        records = exp.execute()
-    except BundleFailed as e:
-        print(f"error: {e}")
-        return 1
+    records = exp.execute()
 
     key, metrics = exp.modality.key, list(exp.modality.metrics)
     per_fold = exp.summaries(records).drop(columns=["run", "evaluation"])

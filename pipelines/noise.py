@@ -21,11 +21,11 @@ import pandas as pd
 
 from pipelines.experiment import (
     ALL_BUNDLES,
-    BundleFailed,
     Experiment,
     experiment_parser,
     grouped_bars,
     pyplot,
+    reports_bundle_failure,
     save_plot,
 )
 from spine_monai.data import select_records
@@ -38,6 +38,7 @@ def noise_std(sigma: float, bit_depth: int) -> float:
     return sigma / (2**bit_depth - 1)
 
 
+@reports_bundle_failure
 def main(argv: list[str] | None = None) -> int:
     """Run the noise experiment; returns the exit status."""
     parser = experiment_parser("noise", __doc__, ALL_BUNDLES)
@@ -59,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             train={"fold": exp.args.fold, "noise_std": std if c == "noisy" else 0.0},
             info={"training": c},
         )
-    try:
-        records = exp.execute()
-    except BundleFailed as e:
-        print(f"error: {e}")
-        return 1
+    records = exp.execute()
 
     key = exp.modality.key
     per_structure = exp.summaries(records).drop(columns="run")

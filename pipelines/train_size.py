@@ -29,11 +29,11 @@ import pandas as pd
 
 from pipelines.experiment import (
     ALL_BUNDLES,
-    BundleFailed,
     Experiment,
     experiment_parser,
     mean_sd_text,
     pyplot,
+    reports_bundle_failure,
     save_plot,
 )
 from spine_monai.data import select_records, write_datalist
@@ -69,6 +69,7 @@ def subsample(datalist: dict, size: int, fold: int, seed: int) -> dict:
     }
 
 
+@reports_bundle_failure
 def main(argv: list[str] | None = None) -> int:
     """Run the training-set size experiment; returns the exit status."""
     parser = experiment_parser("train_size", __doc__, ALL_BUNDLES)
@@ -105,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 datalist=sub_path,
                 info={"size": size, "repeat": r, "seed": seed},
             )
-    try:
-        records = exp.execute()
-    except BundleFailed as e:
-        print(f"error: {e}")
-        return 1
+    records = exp.execute()
 
     key = exp.modality.key
     per_run = exp.summaries(records).drop(columns="evaluation")

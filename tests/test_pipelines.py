@@ -289,3 +289,13 @@ def test_registry_and_markdown():
     table = experiment.markdown_table(pd.DataFrame({"structure": ["a"], "Dice": [0.81234], "n": [3]}))
     assert table.splitlines() == ["| structure | Dice | n |", "| --- | ---: | ---: |", "| a | 0.812 | 3 |"]
     assert (REPO / "pipelines" / "README.md").is_file()
+
+
+def test_a_failed_bundle_run_is_one_line_and_exit_status_1(capsys):
+    @experiment.reports_bundle_failure
+    def main(argv=None):
+        raise experiment.BundleFailed("training failed; see runs/x/train.log")
+
+    assert main([]) == 1
+    assert capsys.readouterr().out.strip() == "error: training failed; see runs/x/train.log"
+    assert kfold.main.__wrapped__.__name__ == "main"

@@ -1,8 +1,8 @@
 """Random spatial augmentation of a whole training batch at once, on the device the batch trains on.
 
-MONAI's ``RandAffined`` and ``Rand2DElasticd`` work one sample at a time in the DataLoader workers. On a
-GPU that costs nothing, but on a CPU the workers share the cores with the training step, and most of their
-cost is per-sample overhead around a ~1 ms resampling (measured in ``docs/performance.md``). Here each
+MONAI's ``RandAffined`` and ``Rand2DElasticd`` work one sample at a time in the DataLoader workers. Beside a
+GPU the workers use CPU cores that are otherwise idle; on a CPU they take the cores from the training step, and
+most of their cost is per-sample overhead around a ~1 ms resampling (measured in ``docs/performance.md``). Here each
 sample still gets its own random affine, elastic field and flip, but they are folded into one sampling grid
 per sample and the whole (B, C, H, W) batch is resampled with a single ``grid_sample`` call, after the batch
 has been moved to the training device. :class:`AugmentBatch` plugs this into MONAI's ``SupervisedTrainer``
@@ -37,9 +37,10 @@ class RandSpatialBatch(Randomizable, Transform):
 
     The parameters mean what they mean for MONAI's ``RandAffine``, ``Rand2DElastic`` and ``RandFlip``, applied
     in that order: the output pixel at ``p`` (pixels from the image centre) samples the input at
-    ``A @ (flip(p) + elastic(flip(p))) + t``, with ``A`` a rotation, shear and scale. The elastic field is
-    Gaussian noise of ``magnitude`` pixels at control points ``spacing`` pixels apart, interpolated bicubically.
-    Outside the input is zero. A sample for which no part fires is returned unchanged.
+    ``A @ (flip(p) + e(p)) + t``, with ``A`` a rotation, shear and scale and ``e`` the elastic field: Gaussian
+    noise of ``magnitude`` pixels at control points ``spacing`` pixels apart, interpolated bicubically. Outside
+    the input is zero. A sample for which no part fires keeps its values (to float rounding; exactly when no
+    sample of the batch drew anything).
 
     Call :meth:`randomize` once per batch, then apply the same draw to every tensor of the batch (image and
     labels) with ``randomize=False``; :class:`RandSpatialBatchd` does this.
@@ -219,12 +220,9 @@ class RandSpatialBatchd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        first = True
-        for key, mode in self.key_iterator(d, self.mode):
-            if first:
-                self.randomize(d[key].shape[0], d[key].shape[2:])
-                first = False
-            d[key] = self.spatial(d[key], mode=mode, randomize=False)
+        for i, (key, mode) in enumerate(self.key_iterator(d, self.mode)):
+            # one draw per batch, from the first key present; the others reuse it
+            d[key] = self.spatial(d[key], mode=mode, randomize=i == 0)
         return d
 
 
