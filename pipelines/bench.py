@@ -24,7 +24,10 @@ for MRI.
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -43,6 +46,7 @@ from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.data.synth_xray import write_xray_dataset
 
 WARMUP = 3
+SEED = 99
 
 
 def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
@@ -75,8 +79,17 @@ def trainer_rate(parser: ConfigParser, iterations: int, data: list | None = None
     return sum(n for _, n in rest) / (rest[-1][0] - t0)
 
 
+def _one_batch_parser(parser: ConfigParser) -> ConfigParser:
+    """A copy of ``parser`` whose training set is one batch of records: caching the whole set takes a minute, and
+    the bare and engine loops only need one batch."""
+    subset = ConfigParser(copy.deepcopy(parser.config))
+    subset["train#dataset#data"] = "$@train#records[:@batch_size]"
+    return subset
+
+
 def engine_rate(parser: ConfigParser, iterations: int) -> float:
     """Images/s of the bundle's trainer fed one collated batch ``iterations + WARMUP`` times: no data work."""
+    parser = _one_batch_parser(parser)
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     return trainer_rate(parser, iterations, data=[batch] * (iterations + WARMUP))
 
@@ -88,7 +101,7 @@ def bare_rate(parser: ConfigParser, iterations: int) -> float:
     loss_fn = parser.get_parsed_content("loss")
     optimizer = parser.get_parsed_content("optimizer")
     amp = bool(parser.get_parsed_content("amp"))
-    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    batch = next(iter(_one_batch_parser(parser).get_parsed_content("train#dataloader")))
     image, label = batch["image"].to(device), batch["label"].to(device)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     network.train()
@@ -145,13 +158,25 @@ def _measure(
     reported, with the ratio as the median of each round's trainer / bare: on a shared machine the speed of the
     same loop drifts by 10-20 % within minutes, and neighbouring measurements drift together."""
     samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": []}
+    measures = {"trainer": trainer_rate, "bare": bare_rate, "engine": engine_rate}
     for _ in range(rounds):
-        samples["trainer"].append(trainer_rate(_parser(bundle, "train.json", overrides), iterations))
-        samples["bare"].append(bare_rate(_parser(bundle, "train.json", overrides), iterations))
-        samples["engine"].append(engine_rate(_parser(bundle, "train.json", overrides), iterations))
+        for key, measure in measures.items():
+            samples[key].append(measure(_parser(bundle, "train.json", overrides), iterations))
+            # Engines, handlers and loaders can sit in reference cycles: collect them so that each run's cache is
+            # freed before the next one is built, and the peak RSS is that of one run rather than of all of them.
+            gc.collect()
     ratios = [t / b for t, b in zip(samples["trainer"], samples["bare"], strict=True)]
     parser = _parser(bundle, "train.json", overrides)
     row = {"bundle": bundle, "device": str(parser.get_parsed_content("device")), "rounds": rounds}
+    row["epoch_batches"] = math.ceil(
+        len(parser.get_parsed_content("train#records")) / parser.get_parsed_content("batch_size")
+    )
+    if row["epoch_batches"] < iterations + WARMUP:
+        print(
+            f"{name}: an epoch is {row['epoch_batches']} batches, fewer than the {iterations + WARMUP} measured: the "
+            "trainer rate includes the DataLoader's restarts (use more cases for a representative figure)",
+            flush=True,
+        )
     for key, values in samples.items():
         row[f"{key}_images_per_s"] = statistics.median(values)
         row[f"{key}_rounds"] = values
@@ -170,24 +195,36 @@ def _measure(
     return row
 
 
+def _dataset(out: Path, name: str, cases: int, write, build) -> Path:
+    """The synthetic set ``out/name`` and its datalist, generated once; another size needs another ``--out``."""
+    root, stamp = out / name, out / f"{name}_data.json"
+    wanted = {"cases": cases, "seed": SEED}
+    if root.exists():
+        found = json.loads(stamp.read_text()) if stamp.exists() else "an unrecorded size"
+        if found != wanted:
+            raise SystemExit(f"{root} holds a set made with {found}, not {wanted}; delete it or use another --out")
+        return root
+    write(root, cases, seed=SEED)
+    write_datalist(out / f"{name}_datalist.json", build(root, folds=5, seed=SEED))
+    stamp.write_text(json.dumps(wanted) + "\n")
+    return root
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of trainer, bare and engine")
-    parser.add_argument("--xray-cases", type=int, default=40, help="synthetic X-ray patients (default 40)")
-    parser.add_argument("--mri-cases", type=int, default=10, help="synthetic MRI volumes (default 10)")
+    # Enough for the measured iterations to fit in one epoch at the default 20: a DataLoader restarting every few
+    # batches (as with a handful of cases) stalls the trainer at each restart, which a real data set does not.
+    parser.add_argument("--xray-cases", type=int, default=240, help="synthetic X-ray patients (default 240)")
+    parser.add_argument("--mri-cases", type=int, default=60, help="synthetic MRI volumes (default 60)")
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.rounds < 1:
         parser.error("--iterations and --rounds must be at least 1")
     out = args.out.resolve()
-    xray, mri = out / "xray", out / "mri"
-    if not xray.exists():
-        write_xray_dataset(xray, args.xray_cases, seed=99)
-        write_datalist(out / "xray_datalist.json", build_xray_datalist(xray, folds=5, seed=99))
-    if not mri.exists():
-        write_mri_dataset(mri, args.mri_cases, seed=99)
-        write_datalist(out / "mri_datalist.json", build_mri_datalist(mri, folds=5, seed=99))
+    xray = _dataset(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
+    mri = _dataset(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
     common = {"progress_bar": False, "val_interval": 10**6}
     cases = {"xray_ap": ("xray", "spine_xray_ap_seg", xray), "mri": ("mri", "spine_mri_seg", mri)}
     rows = {}

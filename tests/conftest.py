@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from monai.data import set_track_meta
 
 from spine_monai.data.synth_xray import write_xray_dataset
 
@@ -106,3 +108,44 @@ def small_run_args(config_file: str, dataset_dir: Path, datalist: Path, out: Pat
         "False",
         *extra,
     ]
+
+
+def _snapshot(value):
+    """A comparable copy of a cached item: tensors with their metadata and trace of transforms."""
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_snapshot(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        meta = getattr(value, "meta", None)
+        ops = getattr(value, "applied_operations", None)
+        return ("tensor", value.detach().clone().as_subclass(torch.Tensor), repr(meta), repr(ops))
+    return ("value", repr(value))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if a[0] == "tensor":
+        return torch.equal(a[1], b[1]) and a[2:] == b[2:]
+    return a == b
+
+
+def assert_training_cache_untouched(parser, draws: int = 3) -> None:
+    """The training set is cached without ``copy_cache`` (no per-sample deep copy): its random transforms must
+    leave the cache as it was. Draw every item ``draws`` times, with metadata tracked (the main process, as with
+    ``num_workers=0``) and untracked (as in the DataLoader workers), and compare the cache with a snapshot."""
+    dataset = parser.get_parsed_content("train#dataset")
+    assert dataset.copy_cache is False, "the guard is only needed (and meaningful) without copy_cache"
+    before = _snapshot(dataset._cache)
+    for track in (True, False):
+        set_track_meta(track)
+        try:
+            for _ in range(draws):
+                for i in range(len(dataset)):
+                    dataset[i]
+        finally:
+            set_track_meta(True)
+    assert _same(before, _snapshot(dataset._cache)), "a random training transform changed the cached data in place"

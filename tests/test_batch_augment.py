@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import REPO
 from monai.transforms import Affine, Compose
 
 from spine_monai.transforms import AugmentBatch, BinarizeMasks, BinarizeMasksd, RandSpatialBatch, RandSpatialBatchd
@@ -134,3 +135,24 @@ def test_training_workers_drop_metadata_and_keep_seeding():
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True)), "workers lost MONAI's seeding"
     assert not torch.equal(first[0][0], first[0][1])
     assert get_track_meta(), "the main process must keep its metadata"
+
+
+def test_light_training_loaders_use_workers_only_beside_a_gpu():
+    from monai.bundle import ConfigParser
+
+    from spine_monai.data import light_loader_workers
+
+    assert light_loader_workers(4, "cpu") == 0
+    assert light_loader_workers(4, torch.device("cuda:0")) == 4
+    with pytest.raises(ValueError, match="num_workers"):
+        light_loader_workers(-1, "cuda")
+    for view in ("ap", "lat"):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / f"spine_xray_{view}_seg" / "configs" / "train.json"))
+        parser.update({"num_workers": 3, "device": "$torch.device('cpu')"})
+        assert parser.get_parsed_content("train#dataloader#num_workers") == 0
+        assert parser.get_parsed_content("train#dataloader#persistent_workers") is False
+        assert parser.get_parsed_content("validate#dataloader#num_workers") == 3
+        parser["device"] = "$torch.device('cuda:0')"
+        assert parser.get_parsed_content("train#dataloader#num_workers") == 3
+        assert parser.get_parsed_content("train#dataloader#persistent_workers") is True

@@ -23,6 +23,12 @@ def test_throughput_table(tmp_path, capsys):
         assert min(row["ratio_rounds"]) <= row["ratio"] <= max(row["ratio_rounds"])
         assert row["inference_s_per_input"] > 0
         assert row["device"] == "cpu"
+        assert row["epoch_batches"] >= 1
     assert result["peak_rss_mb"] > 0
     printed = capsys.readouterr().out
     assert "ratio" in printed and "peak RSS" in printed
+    # a handful of cases cannot fill the measured iterations with one epoch; the table says so
+    assert "fewer than the 4 measured" in printed
+    # the generated set is reused only at the size it was made with
+    with pytest.raises(SystemExit, match="holds a set made with"):
+        bench.main([*args[:-4], "--xray-cases", "7", "--mri-cases", "3"])

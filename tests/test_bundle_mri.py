@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, SHARED, raises_in_chain
+from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain
 from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
 from monai.transforms import Compose
 
@@ -161,6 +161,14 @@ def test_inference_reports_bad_volumes_and_processes_the_rest(mri, tmp_path):
     assert len(list((infer / "predictions").rglob("label.nii.gz"))) == 4
     assert not (infer / "predictions" / case.name).exists()
     assert "NaN" in (infer / "failures.csv").read_text()
+
+
+def test_random_training_transforms_leave_the_cache_alone(mri):
+    root, datalist, _ = mri
+    parser = ConfigParser()
+    parser.read_config(_cfg("train.json"))
+    parser.update({"dataset_dir": str(root), "datalist": str(datalist), "slices_per_volume": 2, **FAST})
+    assert_training_cache_untouched(parser)
 
 
 def test_label_outside_the_map_stops_training(mri, tmp_path):

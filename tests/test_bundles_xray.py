@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, SHARED, raises_in_chain
+from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
 from PIL import Image
 
@@ -228,6 +228,18 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
         run(config_file=_cfg("AP", "train.json"), dataset_dir=str(xray_root), output_dir=str(tmp_path))
     with raises_in_chain(FileNotFoundError, match="no model checkpoint found"):
         run(config_file=_cfg("AP", "inference.json"), dataset_dir=str(xray_root), output_dir=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("view", list(BUNDLES))
+def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datalist):
+    parser = ConfigParser()
+    parser.read_config(_cfg(view, "train.json"))
+    parser.update({"dataset_dir": str(xray_root), "datalist": str(datalist), **FAST})
+    assert_training_cache_untouched(parser)
+    # the guard sees a transform that records itself on its input (MONAI's spatial random transforms do)
+    parser.update({"train#augmentation": [{"_target_": "RandAffined", "keys": "image", "prob": 0.5}]})
+    with pytest.raises(AssertionError, match="changed the cached data"):
+        assert_training_cache_untouched(parser)
 
 
 def test_the_two_xray_bundles_differ_only_in_their_view():

@@ -11,7 +11,7 @@ from spine_monai.data.mri import (
     read_volume,
     scan_mri_tree,
 )
-from spine_monai.data.workers import untracked_worker_init
+from spine_monai.data.workers import light_loader_workers, untracked_worker_init
 from spine_monai.data.xray import (
     ScanResult,
     build_xray_datalist,
@@ -28,6 +28,7 @@ __all__ = [
     "build_mri_datalist",
     "build_xray_datalist",
     "image_size",
+    "light_loader_workers",
     "read_datalist",
     "mri_inference_inputs",
     "mri_records",
