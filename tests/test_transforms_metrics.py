@@ -141,3 +141,29 @@ def test_overlay_outlines_truth():
     rgb = overlay_masks(img, pred, truth)
     assert rgb.shape == (20, 20, 3)
     assert rgb[5, 10].sum() > 0 and rgb[10, 10].sum() == 0  # outline drawn, inside untouched
+
+
+def test_fixed_noise_level_identity_and_bad_levels():
+    from conftest import REPO, raises_in_chain
+    from monai.bundle import ConfigParser
+    from monai.transforms import Identityd, RandGaussianNoised
+
+    from spine_monai.transforms import fixed_noise
+
+    image = torch.full((1, 128, 128), 0.5)
+    assert isinstance(fixed_noise("image", 0.0), Identityd)
+    assert torch.equal(fixed_noise("image", 0)({"image": image})["image"], image)
+    noisy = fixed_noise("image", 0.1)
+    assert isinstance(noisy, RandGaussianNoised)
+    noisy.set_random_state(0)
+    first, second = noisy({"image": image})["image"], noisy({"image": image})["image"]
+    assert abs(float((first - image).std()) - 0.1) < 0.005, "every sample gets the set level"
+    assert abs(float((second - image).std()) - 0.1) < 0.005 and not torch.equal(first, second)
+    for bad in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_std must be a finite number >= 0"):
+            fixed_noise("image", bad)
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "spine_mri_seg" / "configs" / "evaluate.json"))
+    parser["noise_std"] = -0.1
+    with raises_in_chain(ValueError, match="noise_std must be a finite number >= 0, got -0.1"):
+        parser.get_parsed_content("preprocessing")

@@ -12,6 +12,7 @@ from spine_monai.transforms.io import (
     overlay_masks,
 )
 from spine_monai.transforms.masks import BinarizeMasks, BinarizeMasksd, ThinLines, ThinLinesd
+from spine_monai.transforms.noise import fixed_noise
 from spine_monai.transforms.spatial import (
     ResizeMasksToFit,
     ResizeMasksToFitd,
@@ -44,6 +45,7 @@ __all__ = [
     "ThinLines",
     "ThinLinesd",
     "fit_size",
+    "fixed_noise",
     "overlay_masks",
     "view_augmentations",
 ]
