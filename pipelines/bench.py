@@ -40,7 +40,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 
-from pipelines.common import BUNDLES, REPO
+from pipelines.common import BUNDLES, REPO, generated_once
 from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.data.synth_xray import write_xray_dataset
@@ -195,19 +195,14 @@ def _measure(
     return row
 
 
-def _dataset(out: Path, name: str, cases: int, write, build) -> Path:
+def _synthetic(out: Path, name: str, cases: int, write, build) -> Path:
     """The synthetic set ``out/name`` and its datalist, generated once; another size needs another ``--out``."""
-    root, stamp = out / name, out / f"{name}_data.json"
-    wanted = {"cases": cases, "seed": SEED}
-    if root.exists():
-        found = json.loads(stamp.read_text()) if stamp.exists() else "an unrecorded size"
-        if found != wanted:
-            raise SystemExit(f"{root} holds a set made with {found}, not {wanted}; delete it or use another --out")
-        return root
-    write(root, cases, seed=SEED)
-    write_datalist(out / f"{name}_datalist.json", build(root, folds=5, seed=SEED))
-    stamp.write_text(json.dumps(wanted) + "\n")
-    return root
+
+    def generate(root: Path) -> None:
+        write(root, cases, seed=SEED)
+        write_datalist(out / f"{name}_datalist.json", build(root, folds=5, seed=SEED))
+
+    return generated_once(out / name, {"cases": cases, "seed": SEED}, generate)
 
 
 def main(argv=None) -> int:
@@ -223,8 +218,8 @@ def main(argv=None) -> int:
     if args.iterations < 1 or args.rounds < 1:
         parser.error("--iterations and --rounds must be at least 1")
     out = args.out.resolve()
-    xray = _dataset(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
-    mri = _dataset(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
+    xray = _synthetic(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
+    mri = _synthetic(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
     common = {"progress_bar": False, "val_interval": 10**6}
     cases = {"xray_ap": ("xray", "spine_xray_ap_seg", xray), "mri": ("mri", "spine_mri_seg", mri)}
     rows = {}

@@ -24,7 +24,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from pipelines.common import REPO, config_files, run_bundle
+from pipelines.common import REPO, config_files, generated_once, run_bundle
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.data.synth_xray import write_xray_dataset
 
@@ -39,16 +39,13 @@ MODELS = {
 
 def _data(out: Path, cases: int) -> tuple[Path, Path]:
     """The synthetic set and its datalist, generated once; a different ``--cases`` needs another ``--out``."""
-    data, datalist, stamp = out / "data", out / "datalist.json", out / "data.json"
-    wanted = {"cases": cases, "seed": SEED}
-    if stamp.exists() and json.loads(stamp.read_text()) != wanted:
-        raise SystemExit(f"{out} holds a set made with {json.loads(stamp.read_text())}; use another --out")
-    if not (data / "ground_truth.json").exists():
-        write_xray_dataset(data, cases, seed=SEED)
-        stamp.write_text(json.dumps(wanted) + "\n")
-    if not datalist.exists():
-        write_datalist(datalist, build_xray_datalist(data, folds=5, test_fraction=0.25, seed=SEED))
-    return data, datalist
+    datalist = out / "datalist.json"
+
+    def generate(root: Path) -> None:
+        write_xray_dataset(root, cases, seed=SEED)
+        write_datalist(datalist, build_xray_datalist(root, folds=5, test_fraction=0.25, seed=SEED))
+
+    return generated_once(out / "data", {"cases": cases, "seed": SEED}, generate), datalist
 
 
 def main(argv=None) -> int:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
 
-__all__ = ["REPO", "BUNDLES", "bundle_command", "run_bundle", "config_files"]
+__all__ = ["REPO", "BUNDLES", "bundle_command", "run_bundle", "config_files", "generated_once"]
 
 
 def config_files(bundle: str, *names: str) -> list[str]:
@@ -62,3 +63,25 @@ def run_bundle(configs: Sequence[str], overrides: Mapping[str, object], log: Pat
                 print(f"failed; see {log}", file=sys.stderr)
                 raise
     return time.perf_counter() - start
+
+
+def generated_once(root: Path, settings: Mapping[str, object], generate: Callable[[Path], None]) -> Path:
+    """A benchmark's synthetic set: made by ``generate(root)`` on first use, reused afterwards.
+
+    ``settings`` (what the set is made with: size, seed) are written to ``<root>.json`` once ``generate`` has
+    finished. A set made with other settings, or without a record (an older or interrupted run), is refused
+    rather than measured in place of the one asked for.
+
+    Returns:
+        ``root``.
+    """
+    stamp = root.with_suffix(".json")
+    wanted = dict(settings)
+    if root.exists():
+        found = json.loads(stamp.read_text()) if stamp.exists() else "no record of its settings"
+        if found != wanted:
+            raise SystemExit(f"{root} holds a set made with {found}, not {wanted}; delete it or use another --out")
+        return root
+    generate(root)
+    stamp.write_text(json.dumps(wanted) + "\n")
+    return root
