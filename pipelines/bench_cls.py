@@ -39,13 +39,13 @@ MODELS = {
 
 def _data(out: Path, cases: int) -> tuple[Path, Path]:
     """The synthetic set and its datalist, generated once; a different ``--cases`` needs another ``--out``."""
+    data = generated_once(
+        out / "data", {"cases": cases, "seed": SEED}, lambda root: write_xray_dataset(root, cases, seed=SEED)
+    )
     datalist = out / "datalist.json"
-
-    def generate(root: Path) -> None:
-        write_xray_dataset(root, cases, seed=SEED)
-        write_datalist(datalist, build_xray_datalist(root, folds=5, test_fraction=0.25, seed=SEED))
-
-    return generated_once(out / "data", {"cases": cases, "seed": SEED}, generate), datalist
+    if not datalist.exists():
+        write_datalist(datalist, build_xray_datalist(data, folds=5, test_fraction=0.25, seed=SEED))
+    return data, datalist
 
 
 def main(argv=None) -> int:
