@@ -40,8 +40,11 @@ bench-xray: install
 bench-mri: install
 	$(BIN)/python -m pipelines.bench_mri
 
+# The vertebra-level classifier reads the segmentation bundles' masks: run `make bench-xray` first.
 bench-cls: install
-	$(BIN)/python -m pipelines.bench_cls
+	$(BIN)/python -m pipelines.bench_cls --out bench_output/cls480 --cases 480 --epochs 40 --predict-masks \
+		--mask-structures Ap_Vertebra Lat_Vertebra Lat_Anterior_Vertebral_Line Lat_Posterior_Vertebral_Line \
+		--models vertebra vertebra_ap vertebra_lat
 
 bench-measure: install
 	$(BIN)/python -m pipelines.bench_measure

@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.3"
+__version__ = "0.1.4"
 
 _SUBMODULES = ("bundle", "data", "handlers", "losses", "measure", "metrics", "networks", "report", "transforms")
 

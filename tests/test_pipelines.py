@@ -299,3 +299,23 @@ def test_a_failed_bundle_run_is_one_line_and_exit_status_1(capsys):
     assert main([]) == 1
     assert capsys.readouterr().out.strip() == "error: training failed; see runs/x/train.log"
     assert kfold.main.__wrapped__.__name__ == "main"
+
+
+def test_bench_cls_predicts_masks_once_per_set_of_checkpoints(tmp_path, monkeypatch):
+    from pipelines import bench_cls
+
+    ckpts = {"AP": tmp_path / "ap.pt", "LAT": tmp_path / "lat.pt"}
+    with pytest.raises(SystemExit, match="make bench-xray"):
+        bench_cls._predicted_masks(tmp_path, tmp_path / "data", ckpts)
+    for path in ckpts.values():
+        path.write_bytes(b"")
+    runs = []
+    monkeypatch.setattr(bench_cls, "run_bundle", lambda configs, overrides, log: runs.append((configs[0], overrides)))
+    masks = bench_cls._predicted_masks(tmp_path, tmp_path / "data", ckpts)
+    assert masks == tmp_path / "masks" / "predictions"
+    assert [Path(c).parts[-3] for c, _ in runs] == ["spine_xray_ap_seg", "spine_xray_lat_seg"]
+    assert [o["ckpt_path"] for _, o in runs] == [ckpts["AP"], ckpts["LAT"]]
+    bench_cls._predicted_masks(tmp_path, tmp_path / "data", ckpts)
+    assert len(runs) == 2  # the same checkpoints: reused
+    bench_cls._predicted_masks(tmp_path, tmp_path / "data", {"AP": ckpts["LAT"], "LAT": ckpts["AP"]})
+    assert len(runs) == 4  # other checkpoints: predicted again

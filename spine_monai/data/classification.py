@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,10 +91,10 @@ def view_structures(views: str | Sequence[str], mask_structures: Sequence[str]) 
 
 
 def mask_source(mask_guided, mask_dir: str | os.PathLike | None) -> str | None:
-    """The mask folder a mask-guided classifier reads, or ``None`` when it reads no masks.
+    """The mask folder a mask-guided (or vertebra-level) classifier reads, or ``None`` when it reads no masks.
 
     Args:
-        mask_guided: whether masks are input channels (a bool or its command-line text).
+        mask_guided: whether masks are read (a bool or its command-line text).
         mask_dir: the predictions tree of a segmentation bundle (or a dataset root, for reference masks).
 
     Raises:
@@ -106,8 +106,8 @@ def mask_source(mask_guided, mask_dir: str | os.PathLike | None) -> str | None:
         return None
     if not mask_dir:
         raise ValueError(
-            "mask_guided is true but mask_dir is empty: pass --mask_dir, the predictions folder of the segmentation "
-            "bundles' inference (<mask_dir>/<class>/ID (<n>)/<VIEW>/<Structure>.png)"
+            "mask_guided or vertebra_level is true but mask_dir is empty: pass --mask_dir, the predictions folder of "
+            "the segmentation bundles' inference (<mask_dir>/<class>/ID (<n>)/<VIEW>/<Structure>.png)"
         )
     return str(mask_dir)
 
@@ -162,6 +162,7 @@ def cls_records(
     fold: int | None = None,
     mask_dir: str | os.PathLike | None = None,
     mask_structures: Sequence[str] = (),
+    mask_check: Callable[[Path], object] | None = None,
 ) -> list[dict]:
     """Records for the classification bundle, with absolute paths.
 
@@ -175,6 +176,8 @@ def cls_records(
             are looked for beside the view's relative folder: ``<mask_dir>/Damaged/ID (3)/AP/Ap_Vertebra.png``.
         mask_structures: the mask channels, e.g. ``["Ap_Vertebra", "Lat_Vertebra"]``; each goes to its view, and
             those of views not read are ignored. Unused without ``mask_dir``.
+        mask_check: called with each view's first mask file (see :func:`cls_inference_inputs`); the
+            ``DataError`` problems it raises are reported with the others.
 
     Returns:
         dicts with ``patient``, ``class``, ``class_label``, ``label``, one image path per view and, with
@@ -213,9 +216,22 @@ def cls_records(
                     problems.append(Problem(str(p), f"patient {patient}: missing {view} mask {p.stem}"))
                 record[mask_key(view)] = [str(p) for p in paths]
         out.append(record)
+    if mask_check is not None and not problems:
+        firsts = [(r["patient"], Path(r[mask_key(v)][0])) for r in out for v in per_view if per_view[v]]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            problems = [p for found in pool.map(lambda item: _checked(mask_check, *item), firsts) for p in found]
     if problems:
         raise DataError(problems)
     return out
+
+
+def _checked(check: Callable[[Path], object], patient: str, path: Path) -> list[Problem]:
+    """The problems ``check(path)`` raises, each prefixed with the patient."""
+    try:
+        check(path)
+    except DataError as e:
+        return [Problem(p.path, f"patient {patient}: {p.reason}") for p in e.problems]
+    return []
 
 
 def class_weights(records: Sequence[dict], key: str = "class_label", n_classes: int = 2) -> list[float]:
@@ -330,6 +346,7 @@ def cls_inference_inputs(
     mask_dir: str | os.PathLike | None = None,
     mask_structures: Sequence[str] = (),
     workers: int | None = None,
+    mask_check: Callable[[Path], object] | None = None,
 ) -> InferenceInputs:
     """Find the patients to classify, from an ELL888 folder or a datalist, and check each can be read.
 
@@ -345,6 +362,8 @@ def cls_inference_inputs(
         mask_dir: predictions tree holding the mask channels of a mask-guided classifier, in the same layout.
         mask_structures: the mask channels.
         workers: threads for checking the files.
+        mask_check: called with each view's first mask file (e.g. the vertebra-level classifier's check that the
+            mask can be cut into body patches); a ``DataError`` it raises leaves the patient out with its reason.
 
     Returns:
         records with ``patient``, one image path per view (and mask lists), and a problem per skipped patient.
@@ -406,6 +425,9 @@ def cls_inference_inputs(
                 for m in _mask_paths(Path(mask_dir), folders[view], per_view[view]):
                     if not m.is_file():
                         out.append(Problem(str(m), f"patient {patient}: missing {view} mask {m.stem}"))
+                first = _mask_paths(Path(mask_dir), folders[view], per_view[view])[0]
+                if mask_check is not None and first.is_file():
+                    out.extend(_checked(mask_check, patient, first))
         return out
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -31,6 +31,7 @@ from spine_monai.metrics.classification import (
     roc_auc,
     roc_curve,
 )
+from spine_monai.networks.vertebra import VertebraMILClassifier
 
 __all__ = [
     "ClassificationAccuracy",
@@ -413,7 +414,10 @@ class ClassActivationWriter:
     scale (divided by the largest value over the views), so the view the decision rested on is the hotter one.
     With ``occlusion``, MONAI's :py:class:`~monai.visualize.OcclusionSensitivity` is also run on each view alone
     (the other views held fixed) and the drop in the class probability is drawn as ``<VIEW>_occlusion.png``; it
-    takes many forward passes.
+    takes many forward passes. For the vertebra-level network
+    (:py:class:`~spine_monai.networks.VertebraMILClassifier`) the hook point holds every body of the view; each
+    body's map is pasted back into its window on the film (``VertebraPatchesd``'s inverse), and occlusion is not
+    available.
 
     Args:
         network: the classifier.
@@ -463,6 +467,11 @@ class ClassActivationWriter:
         self.occlusion_mask_size, self.occlusion_n_batch = int(occlusion_mask_size), int(occlusion_n_batch)
         self.alpha = alpha
         self.layers = layers = {v: target_layer.format(view=v) for v in self.views}
+        if self.occlusion and isinstance(network, VertebraMILClassifier):
+            raise ValueError(
+                "occlusion sensitivity occludes regions of a film; the vertebra-level classifier reads patches, so "
+                "only GradCAM is available for it"
+            )
         names = {n for n, _ in network.named_modules()}
         missing = [layer for layer in layers.values() if layer not in names]
         if missing:
@@ -502,7 +511,8 @@ class ClassActivationWriter:
         # the explained feature map: cutting the graph there skips the backward pass through the encoders.
         with torch.enable_grad(), _graph_cut(self.network, self.layers.values()):
             for v, cam in self.cams.items():
-                maps[f"{v}_gradcam"] = (v, "gradcam", cam(x, class_idx=self.class_index)[0])
+                # (1, 1, H, W) for a film, or (K, 1, P, P) for the K bodies of the vertebra-level network.
+                maps[f"{v}_gradcam"] = (v, "gradcam", cam(x, class_idx=self.class_index)[:, 0])
         if self.occlusion:
             maps.update({f"{v}_occlusion": (v, "occlusion", self._occlusion(x, v)) for v in self.views})
         # One colour scale per method across the patient's views: a view that barely moved the score stays cold.
@@ -522,7 +532,7 @@ class ClassActivationWriter:
         return written
 
     def _invert(self, m: torch.Tensor, sample: dict, view: str) -> np.ndarray:
-        data = {"_map": MetaTensor(m.reshape(1, *m.shape[-2:])), view: sample[view]}
+        data = {"_map": MetaTensor(m.reshape(-1, *m.shape[-2:])), view: sample[view]}
         inverted = self.inverters[view](data)["_map"]
         return np.asarray(torch.as_tensor(inverted).detach().cpu().float()[0].clamp(0, 1))
 

@@ -146,6 +146,23 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
     encoder.load_state_dict(state, strict=True)
 
 
+def check_view_names(views: str | Sequence[str]) -> list[str]:
+    """The view names as a list; one name is one view.
+
+    Raises:
+        ValueError: for no view or a repeated one.
+    """
+    views = [views] if isinstance(views, str) else [str(v) for v in views]
+    if not views or len(set(views)) != len(views):
+        raise ValueError(f"views must be distinct and non-empty, got {views}")
+    return views
+
+
+def fusion_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """The late-fusion head of the patient classifiers: Linear, ReLU, dropout, Linear to the class logits."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
 class DualViewClassifier(nn.Module):
     """Classify a patient from several views stacked on the channel axis.
 
@@ -189,9 +206,7 @@ class DualViewClassifier(nn.Module):
         pretrained_path: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
-        views = [views] if isinstance(views, str) else [str(v) for v in views]
-        if not views or len(set(views)) != len(views):
-            raise ValueError(f"views must be distinct and non-empty, got {views}")
+        views = check_view_names(views)
         channels = [int(in_channels)] * len(views) if isinstance(in_channels, int) else [int(c) for c in in_channels]
         if len(channels) != len(views):
             raise ValueError(f"{len(channels)} channel counts for {len(views)} views {views}")
@@ -222,12 +237,7 @@ class DualViewClassifier(nn.Module):
                 for v in views
             }
         )
-        self.fusion = nn.Sequential(
-            nn.Linear(view_dim * len(views), fusion_dim),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(fusion_dim, num_classes),
-        )
+        self.fusion = fusion_head(view_dim * len(views), fusion_dim, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of a (B, sum(in_channels), H, W) input."""

@@ -2,6 +2,7 @@
 
 from spine_monai.transforms.augment import view_augmentations
 from spine_monai.transforms.batch import AugmentBatch, RandSpatialBatch, RandSpatialBatchd
+from spine_monai.transforms.classifier import classifier_geometry
 from spine_monai.transforms.io import (
     LoadRadiograph,
     LoadRadiographd,
@@ -20,6 +21,7 @@ from spine_monai.transforms.spatial import (
     ResizeToFitd,
     fit_size,
 )
+from spine_monai.transforms.vertebrae import VertebraPatches, VertebraPatchesd
 from spine_monai.transforms.volume import LoadVolume, LoadVolumed, SaveLabelVolume, SaveLabelVolumed
 
 __all__ = [
@@ -44,6 +46,9 @@ __all__ = [
     "SaveStructureMasksd",
     "ThinLines",
     "ThinLinesd",
+    "VertebraPatches",
+    "VertebraPatchesd",
+    "classifier_geometry",
     "fit_size",
     "fixed_noise",
     "overlay_masks",
