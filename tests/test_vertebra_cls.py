@@ -193,7 +193,8 @@ def test_inference_at_vertebra_level_skips_an_uncuttable_patient_and_writes_grad
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     parser.update({**settings, "output_dir": str(tmp_path / "again")})
     sample = parser.get_parsed_content("dataset")[0]
-    assert sample["image"].shape == (2 * 2 * 20, 24, 24)  # (views x (film + vertebra mask) x bodies, P, P)
+    # Per body, AP: film and vertebra mask; LAT: film, vertebra mask and the two vertebral lines (the default).
+    assert sample["image"].shape == ((2 + 4) * 20, 24, 24)
     parser.update({"occlusion": True})
     with raises_in_chain(ValueError, match="only GradCAM"):
         parser.get_parsed_content("handlers", lazy=False)
