@@ -438,12 +438,12 @@ def cls_inference_inputs(
             except DataError as e:
                 out.extend(Problem(p.path, f"patient {patient}: {p.reason}") for p in e.problems)
             if mask_dir is not None and per_view[view]:
-                for m in _mask_paths(Path(mask_dir), folders[view], per_view[view]):
+                masks = _mask_paths(Path(mask_dir), folders[view], per_view[view])
+                for m in masks:
                     if not m.is_file():
                         out.append(Problem(str(m), f"patient {patient}: missing {view} mask {m.stem}"))
-                first = _mask_paths(Path(mask_dir), folders[view], per_view[view])[0]
-                if mask_check is not None and first.is_file():
-                    out.extend(_checked(mask_check, patient, first))
+                if mask_check is not None and masks[0].is_file():
+                    out.extend(_checked(mask_check, patient, masks[0]))
         return out
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -424,7 +424,8 @@ class ClassActivationWriter:
         views: the views, in input channel order.
         output_dir: root of the overlays.
         transform: the preprocessing ``Compose`` whose trace maps each view back to its original size.
-        in_channels: channels per view in the input (one number for all views, or one per view).
+        in_channels: input channels per view (one number for all views, or one per view); ``None`` takes the
+            network's own ``split_sizes`` (both patient classifiers have them).
         image_key: batch key of the network input.
         id_key: batch key of the sample id (the overlay's sub-folder).
         class_index: class to explain; ``None`` explains the predicted class.
@@ -442,7 +443,7 @@ class ClassActivationWriter:
         views: Sequence[str],
         output_dir: str | os.PathLike,
         transform: Callable,
-        in_channels: int | Sequence[int] = 1,
+        in_channels: int | Sequence[int] | None = None,
         image_key: str = "image",
         id_key: str = "patient",
         class_index: int | None = None,
@@ -455,6 +456,8 @@ class ClassActivationWriter:
     ) -> None:
         self.network = network
         self.views = [views] if isinstance(views, str) else list(views)
+        if in_channels is None:
+            in_channels = list(network.split_sizes)
         channels = [in_channels] * len(self.views) if isinstance(in_channels, int) else list(in_channels)
         if len(channels) != len(self.views):
             raise ValueError(f"{len(channels)} channel counts for {len(self.views)} views")

@@ -44,28 +44,13 @@ def patient_classifier(
     Raises:
         ValueError: for ``pretrained_path`` with the vertebra-level network, and the networks' own errors.
     """
+    common = {"views": views, "in_channels": in_channels, "num_classes": num_classes, "dropout": dropout}
+    common.update(shared_encoder=shared_encoder, **kwargs)
     if vertebra_level:
         if pretrained_path:
             raise ValueError(
                 "pretrained_path loads film-encoder weights; the vertebra-level classifier has its own small encoder "
                 "and takes none"
             )
-        return VertebraMILClassifier(
-            views=views,
-            in_channels=in_channels,
-            max_vertebrae=max_vertebrae,
-            num_classes=num_classes,
-            shared_encoder=shared_encoder,
-            dropout=dropout,
-            **kwargs,
-        )
-    return DualViewClassifier(
-        views=views,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        backbone=backbone,
-        shared_encoder=shared_encoder,
-        dropout=dropout,
-        pretrained_path=pretrained_path,
-        **kwargs,
-    )
+        return VertebraMILClassifier(max_vertebrae=max_vertebrae, **common)
+    return DualViewClassifier(backbone=backbone, pretrained_path=pretrained_path, **common)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, Transform
-from monai.utils import TransformBackends, ensure_tuple
+from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple
 
 from spine_monai.data.io import read_mask
 from spine_monai.errors import DataError
@@ -98,13 +98,10 @@ class VertebraPatches(Transform):
         c, h, w = img.shape
         p = self.patch_size
         out = torch.zeros(c, self.max_vertebrae, p, p)
-        for k, (cx, cy, side) in enumerate(windows):
-            s = max(int(round(side)), 1)
-            x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+        for k, window in enumerate(windows):
+            s, film_part, window_part = _overlap(window, h, w)
             piece = torch.zeros(c, s, s)
-            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-            if xb > xa and yb > ya:
-                piece[:, ya - y0 : yb - y0, xa - x0 : xb - x0] = img[:, ya:yb, xa:xb]
+            piece[(slice(None), *window_part)] = img[(slice(None), *film_part)]
             mode = "area" if s >= p else "bilinear"
             out[:, k] = F.interpolate(piece[None], size=(p, p), mode=mode, **_corners(mode))[0]
         return out
@@ -120,14 +117,10 @@ class VertebraPatches(Transform):
         h, w = int(shape[0]), int(shape[1])
         patches = torch.as_tensor(patches, dtype=torch.float32).reshape(-1, self.patch_size, self.patch_size)
         out = torch.zeros(1, h, w)
-        for k, (cx, cy, side) in enumerate(windows):
-            s = max(int(round(side)), 1)
-            x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+        for k, window in enumerate(windows):
+            s, film_part, window_part = _overlap(window, h, w)
             piece = F.interpolate(patches[k][None, None], size=(s, s), mode="bilinear", align_corners=False)[0, 0]
-            xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
-            if xb > xa and yb > ya:
-                region = out[0, ya:yb, xa:xb]
-                out[0, ya:yb, xa:xb] = torch.maximum(region, piece[ya - y0 : yb - y0, xa - x0 : xb - x0])
+            out[0][film_part] = torch.maximum(out[0][film_part], piece[window_part])
         return out
 
     def __call__(
@@ -155,6 +148,17 @@ class VertebraPatches(Transform):
         film = self.crop(torch.as_tensor(img), windows)[0]
         mask_patches = self.crop(torch.as_tensor(masks), windows).flatten(0, 1)
         return film, mask_patches, windows
+
+
+def _overlap(window: Sequence[float], h: int, w: int) -> tuple[int, tuple[slice, slice], tuple[slice, slice]]:
+    """A window ``[centre_x, centre_y, side]`` on an ``(h, w)`` film: its side in whole pixels, and the (row,
+    column) slices of the part inside the film, in film and in window coordinates (empty when none is inside)."""
+    cx, cy, side = window
+    s = max(int(round(side)), 1)
+    x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+    xa, ya = min(max(x0, 0), w), min(max(y0, 0), h)
+    xb, yb = max(min(x0 + s, w), xa), max(min(y0 + s, h), ya)
+    return s, (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
 
 
 def _corners(mode: str) -> dict:
@@ -203,9 +207,8 @@ class VertebraPatchesd(MapTransform, InvertibleTransform):
             meta = film.meta if isinstance(film, MetaTensor) else {}
             name = f"{meta.get('filename_or_obj', key)} (vertebra mask)"
             patches, mask_patches, windows = self.patcher(film, d[mask_key], name=name)
-            out = MetaTensor(patches, meta=dict(meta))
-            if isinstance(film, MetaTensor):
-                out.applied_operations = list(film.applied_operations)
+            # The film's metadata and trace go with its patches, so Invertd can find its way back.
+            out = convert_to_dst_type(patches, film)[0]
             self.push_transform(out, orig_size=tuple(film.shape[-2:]), extra_info={"windows": windows.tolist()})
             d[key] = out
             d[mask_key] = mask_patches
@@ -217,8 +220,5 @@ class VertebraPatchesd(MapTransform, InvertibleTransform):
             transform = self.pop_transform(d[key])
             windows = np.asarray(transform["extra_info"]["windows"], dtype=np.float64).reshape(-1, 3)
             pasted = self.patcher.paste(torch.as_tensor(d[key]), windows, transform["orig_size"])
-            out = MetaTensor(pasted, meta=dict(d[key].meta) if isinstance(d[key], MetaTensor) else {})
-            if isinstance(d[key], MetaTensor):
-                out.applied_operations = list(d[key].applied_operations)
-            d[key] = out
+            d[key] = convert_to_dst_type(pasted, d[key])[0]
         return d
