@@ -1,18 +1,20 @@
 """Throughput benchmark: the bundles' real trainers against the bare training loop, in one process.
 
-    python -m pipelines.bench [--out bench_output/throughput] [--iterations 20] [--rounds 3]
+    python -m pipelines.bench [--out bench_output/throughput] [--iterations 20] [--rounds 3] [--block 5]
 
 For the X-ray (AP) and MRI bundles it builds the trainer from the bundle's own ``train.json`` (with the same
 data pipeline, loss, optimizer and AMP setting) and reports:
 
 - trainer rate: images/s of ``SupervisedTrainer`` over a fixed number of iterations after warm-up;
 - bare rate: images/s of a plain forward + backward + step loop of the same network, loss and optimizer on one
-  batch already in memory: the limit the trainer can approach;
-- the ratio trainer / bare (trainer, bare and engine are measured in ``--rounds`` interleaved rounds; the
-  medians are reported, the ratio as the median of each round's ratio, with its range);
+  batch already in memory: the limit the trainer can approach. It runs inside the trainer's run, ``--block``
+  steps after every ``--block`` trainer iterations, its time taken out of the trainer's, so that both are
+  measured on the machine as it is at that moment;
+- the ratio trainer / bare (the median of ``--rounds`` rounds, with its range);
 - engine rate: images/s of the same trainer fed one in-memory batch over and over, which splits the gap between
-  trainer and bare into the engine's own work (engine / bare: handlers, metrics, and the spatial augmentation its
-  ``prepare_batch`` applies on the training device) and the DataLoader's share of the CPU (trainer / engine);
+  trainer and bare into the engine's own work (engine / bare, paired with the bare loop the same way: handlers,
+  metrics, and the augmentation its ``prepare_batch`` applies on the training device) and the DataLoader's share
+  of the CPU;
 - loader rate: images/s of the training DataLoader alone (cached preprocessing, the augmentation it runs);
 - inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
 - peak RSS of the process.
@@ -39,6 +41,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
+from monai.utils import convert_to_tensor
 
 from pipelines.common import BUNDLES, REPO, generated_once
 from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
@@ -61,22 +64,43 @@ def _images(batch) -> int:
     return len(batch) if isinstance(batch, list) else int(batch["image"].shape[0])
 
 
-def trainer_rate(parser: ConfigParser, iterations: int, data: list | None = None) -> float:
-    """Images/s of the bundle's trainer over ``iterations`` iterations after ``WARMUP``.
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    ``data``, when given, replaces the trainer's data loader.
-    """
-    parser.update({"train#trainer#epoch_length": iterations + WARMUP, "train#trainer#max_epochs": 1})
-    trainer = parser.get_parsed_content("train#trainer")
-    if data is not None:
-        trainer.data_loader = data
-    stamps: list[tuple[float, int]] = []
-    trainer.add_event_handler(
-        Events.ITERATION_COMPLETED, lambda e: stamps.append((time.perf_counter(), _images(e.state.batch)))
-    )
-    trainer.run()
-    (t0, _), *rest = stamps[WARMUP - 1 :]
-    return sum(n for _, n in rest) / (rest[-1][0] - t0)
+
+class BareLoop:
+    """Forward + backward + step of a network, loss and optimizer on one batch already in memory: no data work,
+    no engine. Given the trainer's own objects it runs between the trainer's iterations."""
+
+    def __init__(self, network, loss_fn, optimizer, amp: bool, batch: dict, device: torch.device) -> None:
+        self.network, self.loss_fn, self.optimizer, self.amp, self.device = network, loss_fn, optimizer, amp, device
+        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more.
+        self.image, self.label = (convert_to_tensor(batch[k], track_meta=False).to(device) for k in ("image", "label"))
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+
+    @property
+    def images(self) -> int:
+        return int(self.image.shape[0])
+
+    def run(self, steps: int) -> float:
+        """Seconds for ``steps`` steps."""
+        self.network.train()
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss = self.loss_fn(self.network(self.image), self.label)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+        _sync(self.device)
+        return time.perf_counter() - start
 
 
 def _one_batch_parser(parser: ConfigParser) -> ConfigParser:
@@ -84,45 +108,72 @@ def _one_batch_parser(parser: ConfigParser) -> ConfigParser:
     the bare and engine loops only need one batch."""
     subset = ConfigParser(copy.deepcopy(parser.config))
     subset["train#dataset#data"] = "$@train#records[:@batch_size]"
+    # One batch is not worth starting worker processes, which would also outlive it until collected.
+    subset["train#dataloader#num_workers"] = 0
+    subset["train#dataloader#persistent_workers"] = False
     return subset
 
 
-def engine_rate(parser: ConfigParser, iterations: int) -> float:
-    """Images/s of the bundle's trainer fed one collated batch ``iterations + WARMUP`` times: no data work."""
+def _one_batch(parser: ConfigParser) -> dict:
+    return next(iter(_one_batch_parser(parser).get_parsed_content("train#dataloader")))
+
+
+def trainer_rate(
+    parser: ConfigParser, iterations: int, data: list | None = None, bare_block: int = 0
+) -> tuple[float, float | None]:
+    """Images/s of the bundle's trainer over ``iterations`` iterations after ``WARMUP``, and of the bare loop.
+
+    Args:
+        parser: the bundle's training config.
+        iterations: measured trainer iterations.
+        data: when given, replaces the trainer's data loader.
+        bare_block: when > 0, after every ``bare_block`` measured iterations the bare loop runs as many steps with
+            the trainer's own network, loss and optimizer on one batch, inside the run, and its time is taken out
+            of the trainer's. The two rates are then measured seconds apart, so a drift of the machine's speed moves
+            both alike. The trainer's DataLoader workers, a full queue ahead of it, wait meanwhile.
+
+    Returns:
+        (trainer images/s, bare images/s or None without ``bare_block``).
+    """
+    parser.update({"train#trainer#epoch_length": iterations + WARMUP, "train#trainer#max_epochs": 1})
+    trainer = parser.get_parsed_content("train#trainer")
+    if data is not None:
+        trainer.data_loader = data
+    device = torch.device(trainer.state.device)
+    bare = None
+    if bare_block > 0:
+        bare = BareLoop(
+            trainer.network, trainer.loss_function, trainer.optimizer, trainer.amp, _one_batch(parser), device
+        )
+    stamps: list[tuple[float, int]] = []
+    paused = bare_seconds = 0.0
+    bare_steps = 0
+
+    def after_iteration(engine) -> None:
+        nonlocal paused, bare_seconds, bare_steps
+        _sync(device)
+        now = time.perf_counter()
+        stamps.append((now - paused, _images(engine.state.batch)))
+        measured = engine.state.iteration - WARMUP
+        if bare is not None and measured > 0 and (measured % bare_block == 0 or measured == iterations):
+            steps = bare_block if measured % bare_block == 0 else measured % bare_block
+            bare_seconds += bare.run(steps)
+            bare_steps += steps
+            paused += time.perf_counter() - now
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, after_iteration)
+    trainer.run()
+    (t0, _), *rest = stamps[WARMUP - 1 :]
+    rate = sum(n for _, n in rest) / (rest[-1][0] - t0)
+    return rate, (bare_steps * bare.images / bare_seconds if bare is not None else None)
+
+
+def engine_rate(parser: ConfigParser, iterations: int, bare_block: int = 0) -> tuple[float, float | None]:
+    """Images/s of the bundle's trainer fed one collated batch ``iterations + WARMUP`` times (no data work), and of
+    the bare loop between its blocks as in :func:`trainer_rate`."""
     parser = _one_batch_parser(parser)
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
-    return trainer_rate(parser, iterations, data=[batch] * (iterations + WARMUP))
-
-
-def bare_rate(parser: ConfigParser, iterations: int) -> float:
-    """Images/s of forward + backward + step on one in-memory batch, with the trainer's own objects."""
-    device = parser.get_parsed_content("device")
-    network = parser.get_parsed_content("network")
-    loss_fn = parser.get_parsed_content("loss")
-    optimizer = parser.get_parsed_content("optimizer")
-    amp = bool(parser.get_parsed_content("amp"))
-    batch = next(iter(_one_batch_parser(parser).get_parsed_content("train#dataloader")))
-    image, label = batch["image"].to(device), batch["label"].to(device)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-    network.train()
-    for i in range(iterations + WARMUP):
-        if i == WARMUP:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
-            loss = loss_fn(network(image), label)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return iterations * image.shape[0] / (time.perf_counter() - start)
+    return trainer_rate(parser, iterations, data=[batch] * (iterations + WARMUP), bare_block=bare_block)
 
 
 def loader_rate(parser: ConfigParser, iterations: int) -> float:
@@ -152,20 +203,30 @@ def inference_latency(bundle: str, overrides: dict, network_state: dict, out: Pa
 
 
 def _measure(
-    name: str, bundle: str, overrides: dict, infer_overrides: dict, iterations: int, rounds: int, out: Path
+    name: str,
+    bundle: str,
+    overrides: dict,
+    infer_overrides: dict,
+    iterations: int,
+    rounds: int,
+    block: int,
+    out: Path,
 ) -> dict:
-    """One table row. Trainer, bare and engine rates are taken in ``rounds`` interleaved rounds and the medians
-    reported, with the ratio as the median of each round's trainer / bare: on a shared machine the speed of the
-    same loop drifts by 10-20 % within minutes, and neighbouring measurements drift together."""
-    samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": []}
-    measures = {"trainer": trainer_rate, "bare": bare_rate, "engine": engine_rate}
+    """One table row. Each of ``rounds`` rounds runs the trainer with the bare loop between its blocks of
+    ``block`` iterations (see :func:`trainer_rate`), then the engine with its own bare blocks; medians are
+    reported, with the ratios (trainer / bare, engine / bare) as the medians of each round's. On a shared machine the speed of the same loop drifts by 10-20 % within
+    minutes; measured seconds apart, trainer and bare drift together and their ratio much less."""
+    samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": [], "engine_bare": []}
     for _ in range(rounds):
-        for key, measure in measures.items():
-            samples[key].append(measure(_parser(bundle, "train.json", overrides), iterations))
+        for key, measure in (("trainer", trainer_rate), ("engine", engine_rate)):
+            rate, bare = measure(_parser(bundle, "train.json", overrides), iterations, bare_block=block)
+            samples[key].append(rate)
+            samples["bare" if key == "trainer" else "engine_bare"].append(bare)
             # Engines, handlers and loaders can sit in reference cycles: collect them so that each run's cache is
             # freed before the next one is built, and the peak RSS is that of one run rather than of all of them.
             gc.collect()
     ratios = [t / b for t, b in zip(samples["trainer"], samples["bare"], strict=True)]
+    engine_ratios = [e / b for e, b in zip(samples["engine"], samples["engine_bare"], strict=True)]
     parser = _parser(bundle, "train.json", overrides)
     row = {"bundle": bundle, "device": str(parser.get_parsed_content("device")), "rounds": rounds}
     row["epoch_batches"] = math.ceil(
@@ -182,13 +243,16 @@ def _measure(
         row[f"{key}_rounds"] = values
     row["ratio"] = statistics.median(ratios)
     row["ratio_rounds"] = ratios
+    row["engine_ratio"] = statistics.median(engine_ratios)
+    row["engine_ratio_rounds"] = engine_ratios
     row["loader_images_per_s"] = loader_rate(parser, iterations)
     state = parser.get_parsed_content("network_def").state_dict()
     row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
     print(
         f"{name:6s} trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
         f"ratio {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
-        f"engine {row['engine_images_per_s']:7.1f}/s  loader {row['loader_images_per_s']:7.1f}/s  "
+        f"engine {row['engine_images_per_s']:7.1f}/s (/ bare {row['engine_ratio']:.2f})  "
+        f"loader {row['loader_images_per_s']:7.1f}/s  "
         f"inference {row['inference_s_per_input']:.3f} s/input",
         flush=True,
     )
@@ -209,14 +273,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
     parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of trainer, bare and engine")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of trainer (with the bare loop) and engine")
+    parser.add_argument("--block", type=int, default=5, help="trainer iterations between bare blocks (default 5)")
     # Enough for the measured iterations to fit in one epoch at the default 20: a DataLoader restarting every few
     # batches (as with a handful of cases) stalls the trainer at each restart, which a real data set does not.
     parser.add_argument("--xray-cases", type=int, default=240, help="synthetic X-ray patients (default 240)")
     parser.add_argument("--mri-cases", type=int, default=60, help="synthetic MRI volumes (default 60)")
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.rounds < 1:
-        parser.error("--iterations and --rounds must be at least 1")
+    if min(args.iterations, args.rounds, args.block) < 1:
+        parser.error("--iterations, --rounds and --block must be at least 1")
     out = args.out.resolve()
     xray = _synthetic(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
     mri = _synthetic(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
@@ -226,7 +291,9 @@ def main(argv=None) -> int:
     for key, (name, bundle, root) in cases.items():
         data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
         train = {**common, **data, "output_dir": str(out / f"{name}_run")}
-        rows[key] = _measure(name, bundle, train, {**data, "infer_split": "all"}, args.iterations, args.rounds, out)
+        rows[key] = _measure(
+            name, bundle, train, {**data, "infer_split": "all"}, args.iterations, args.rounds, args.block, out
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
@@ -234,6 +301,7 @@ def main(argv=None) -> int:
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
         "iterations": args.iterations,
         "rounds": args.rounds,
+        "block": args.block,
         "peak_rss_mb": peak_mb,
         "results": rows,
     }

@@ -1,4 +1,5 @@
-"""Batched spatial augmentation: the geometry matches MONAI's Affine, labels stay aligned, runs repeat."""
+"""Batched augmentation: the geometry matches MONAI's Affine, labels stay aligned, noise per sample, runs repeat;
+the training pipeline's random part runs without metadata."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import torch
 from conftest import REPO
 from monai.transforms import Affine, Compose
 
-from spine_monai.transforms import AugmentBatch, BinarizeMasks, BinarizeMasksd, RandSpatialBatch, RandSpatialBatchd
+from spine_monai.transforms import (
+    AugmentBatch,
+    BinarizeMasks,
+    BinarizeMasksd,
+    RandGaussianNoiseBatch,
+    RandGaussianNoiseBatchd,
+    RandSpatialBatch,
+    RandSpatialBatchd,
+    UntrackedCompose,
+)
 
 
 def _blobs(n: int = 4, shape: tuple[int, int] = (64, 48)) -> torch.Tensor:
@@ -114,6 +124,76 @@ def test_bad_input_is_named():
         RandSpatialBatch(flip_axis=2)
     with pytest.raises(KeyError, match="label"):
         AugmentBatch(RandSpatialBatchd(keys="image"))({"image": torch.zeros(1, 1, 8, 8)})
+
+
+def test_batch_noise_per_sample_like_monai():
+    x = torch.zeros(400, 2, 16, 16)
+    noise = RandGaussianNoiseBatch(prob=0.3, mean=0.1, std=0.5)
+    noise.set_random_state(0)
+    out = noise(x)
+    assert torch.equal(x, torch.zeros_like(x)), "the input was changed in place"
+    noised = (out != 0).flatten(1).any(1)
+    assert 0.22 < noised.float().mean() < 0.38
+    assert torch.equal(torch.as_tensor(noise._draw["index"]), torch.nonzero(noised).flatten())
+    # each noised sample: its own standard deviation, drawn uniformly from [0, std] (MONAI's sample_std)
+    stds = out[noised].flatten(1).std(1)
+    assert torch.allclose(stds, torch.as_tensor(noise._draw["std"], dtype=torch.float32), rtol=0.1, atol=1e-3)
+    assert noise._draw["std"].max() <= 0.5 and stds.min() < 0.2 and stds.max() > 0.4
+    assert out[noised].mean() == pytest.approx(0.1, abs=0.01)
+    # the same seed repeats; randomize=False reuses the draw for another tensor of the batch
+    again = RandGaussianNoiseBatch(prob=0.3, mean=0.1, std=0.5)
+    again.set_random_state(0)
+    assert torch.equal(again(x), out) and torch.equal(again(x, randomize=False), out)
+    fixed = RandGaussianNoiseBatch(prob=1.0, std=0.2, sample_std=False)
+    assert fixed(torch.zeros(8, 1, 64, 64)).flatten(1).std(1).sub(0.2).abs().max() < 0.02
+    assert RandGaussianNoiseBatch(prob=0.0)(x) is x
+
+
+def test_batch_noise_dict_and_bad_input():
+    data = {"image": torch.zeros(16, 1, 8, 8), "other": torch.zeros(16, 1, 8, 8), "label": torch.ones(16, 1, 8, 8)}
+    out = RandGaussianNoiseBatchd(keys=["image", "other"], prob=0.5, std=0.3).set_random_state(1)(data)
+    assert torch.equal(out["image"], out["other"]), "one draw per batch, applied to every key"
+    assert not torch.equal(out["image"], data["image"]) and torch.equal(out["label"], data["label"])
+    with pytest.raises(ValueError, match="prob"):
+        RandGaussianNoiseBatch(prob=2.0)
+    with pytest.raises(ValueError, match="std"):
+        RandGaussianNoiseBatch(std=-1.0)
+    with pytest.raises(ValueError, match="batch"):
+        RandGaussianNoiseBatch(prob=1.0)(torch.zeros(8, 8))
+    big = RandGaussianNoiseBatch(prob=1.0)
+    big.randomize(8)
+    with pytest.raises(ValueError, match="does not match the last random draw"):
+        big(torch.zeros(4, 1, 8, 8), randomize=False)
+
+
+def test_untracked_compose_is_the_uncached_random_part():
+    from monai.data import CacheDataset, MetaTensor, get_track_meta
+    from monai.transforms import EnsureTyped, Lambdad, RandGaussianNoised
+
+    seen = []
+    pipeline = Compose(
+        [
+            EnsureTyped(keys="image"),
+            UntrackedCompose(
+                [Lambdad("image", lambda x: seen.append(1) or x), RandGaussianNoised("image", prob=1.0)]
+            ),
+        ]
+    )
+    data = [{"image": MetaTensor(torch.zeros(1, 8, 8))} for _ in range(2)]
+    dataset = CacheDataset(data, pipeline, progress=False, copy_cache=False)
+    assert not seen, "the random part was cached"
+    assert all(type(item["image"]) is MetaTensor for item in dataset._cache), "the cache keeps its metadata"
+    first = dataset[0]["image"]
+    assert type(first) is torch.Tensor and len(seen) == 1 and not torch.equal(first, torch.zeros(1, 8, 8))
+    assert get_track_meta(), "tracking is back on afterwards"
+    pipeline.set_random_state(5)
+    a = dataset[1]["image"]
+    pipeline.set_random_state(5)
+    assert torch.equal(a, dataset[1]["image"]), "seeding reaches the nested transforms"
+    failing = UntrackedCompose([Lambdad("image", lambda x: 1 / 0)])
+    with pytest.raises(RuntimeError):
+        failing({"image": torch.zeros(1)})
+    assert get_track_meta(), "tracking is back on after an error"
 
 
 def test_training_workers_drop_metadata_and_keep_seeding():

@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from pipelines import bench
 
 RATES = ["trainer_images_per_s", "bare_images_per_s", "engine_images_per_s", "loader_images_per_s"]
+
+
+def test_bare_loop_between_trainer_blocks(tmp_path, monkeypatch):
+    """The bare loop runs as many steps as the trainer's measured iterations, in blocks between them, and its time
+    is not counted as the trainer's."""
+    bench._synthetic(tmp_path, "xray", 4, bench.write_xray_dataset, bench.build_xray_datalist)
+    overrides = {
+        "dataset_dir": str(tmp_path / "xray"),
+        "datalist": str(tmp_path / "xray_datalist.json"),
+        "output_dir": str(tmp_path / "run"),
+        "progress_bar": False,
+        "batch_size": 1,
+        "spatial_size": [64, 32],
+    }
+    blocks: list[int] = []
+    run = bench.BareLoop.run
+
+    def recording(self, steps):
+        blocks.append(steps)
+        seconds = run(self, steps)
+        time.sleep(1.0)
+        return seconds
+
+    monkeypatch.setattr(bench.BareLoop, "run", recording)
+    trainer, bare = bench.trainer_rate(bench._parser("spine_xray_ap_seg", "train.json", overrides), 5, bare_block=2)
+    assert blocks == [2, 2, 1]
+    # two of the blocks (and their 1 s sleeps) fall between measured iterations: their time is not the trainer's
+    assert trainer > 0 and bare > 0 and 5 / trainer < 2.0
 
 
 def test_throughput_table(tmp_path, capsys):
@@ -21,6 +50,9 @@ def test_throughput_table(tmp_path, capsys):
         assert len(row["ratio_rounds"]) == 2 and row["rounds"] == 2
         assert row["ratio_rounds"] == pytest.approx([t / b for t, b in zip(row["trainer_rounds"], row["bare_rounds"])])
         assert min(row["ratio_rounds"]) <= row["ratio"] <= max(row["ratio_rounds"])
+        assert row["engine_ratio_rounds"] == pytest.approx(
+            [e / b for e, b in zip(row["engine_rounds"], row["engine_bare_rounds"])]
+        )
         assert row["inference_s_per_input"] > 0
         assert row["device"] == "cpu"
         assert row["epoch_batches"] >= 1

@@ -236,8 +236,11 @@ def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datal
     parser.read_config(_cfg(view, "train.json"))
     parser.update({"dataset_dir": str(xray_root), "datalist": str(datalist), **FAST})
     assert_training_cache_untouched(parser)
-    # the guard sees a transform that records itself on its input (MONAI's spatial random transforms do)
+    # MONAI's spatial random transforms record themselves on a MetaTensor input; the random part runs untracked
     parser.update({"train#augmentation": [{"_target_": "RandAffined", "keys": "image", "prob": 0.5}]})
+    assert_training_cache_untouched(parser)
+    # the guard sees a transform that changes its input in place
+    parser.update({"train#augmentation": [{"_target_": "Lambdad", "keys": "image", "func": "$lambda x: x.mul_(2)"}]})
     with pytest.raises(AssertionError, match="changed the cached data"):
         assert_training_cache_untouched(parser)
 

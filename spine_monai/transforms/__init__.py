@@ -1,8 +1,15 @@
 """MONAI-style transforms: array transforms with their dictionary twins."""
 
 from spine_monai.transforms.augment import view_augmentations
-from spine_monai.transforms.batch import AugmentBatch, RandSpatialBatch, RandSpatialBatchd
+from spine_monai.transforms.batch import (
+    AugmentBatch,
+    RandGaussianNoiseBatch,
+    RandGaussianNoiseBatchd,
+    RandSpatialBatch,
+    RandSpatialBatchd,
+)
 from spine_monai.transforms.classifier import classifier_geometry
+from spine_monai.transforms.compose import UntrackedCompose
 from spine_monai.transforms.io import (
     LoadRadiograph,
     LoadRadiographd,
@@ -34,6 +41,8 @@ __all__ = [
     "LoadStructureMasksd",
     "LoadVolume",
     "LoadVolumed",
+    "RandGaussianNoiseBatch",
+    "RandGaussianNoiseBatchd",
     "RandSpatialBatch",
     "RandSpatialBatchd",
     "ResizeMasksToFit",
@@ -46,6 +55,7 @@ __all__ = [
     "SaveStructureMasksd",
     "ThinLines",
     "ThinLinesd",
+    "UntrackedCompose",
     "VertebraPatches",
     "VertebraPatchesd",
     "classifier_geometry",
