@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.4"
+__version__ = "0.1.5"
 
 _SUBMODULES = ("bundle", "data", "handlers", "losses", "measure", "metrics", "networks", "report", "transforms")
 

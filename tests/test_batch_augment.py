@@ -70,6 +70,17 @@ def test_elastic_moves_pixels_smoothly_and_by_the_magnitude():
     assert (shift_px[:, 1:] - shift_px[:, :-1]).abs().max() < 1.0
 
 
+@pytest.mark.parametrize(("controls", "size"), [((8, 6), (384, 256)), ((3, 2), (17, 64)), ((2, 2), (2, 5))])
+def test_separable_elastic_field_is_torch_bicubic(controls, size):
+    from spine_monai.transforms.batch import _bicubic_matrix
+
+    offsets = torch.randn(3, 2, *controls, generator=torch.Generator().manual_seed(0))
+    rows = _bicubic_matrix(controls[0], size[0], torch.device("cpu"))
+    cols = _bicubic_matrix(controls[1], size[1], torch.device("cpu"))
+    expected = torch.nn.functional.interpolate(offsets, size=size, mode="bicubic", align_corners=True)
+    assert torch.allclose(rows @ offsets @ cols.T, expected, atol=1e-5)
+
+
 def test_labels_follow_their_image_and_stay_binary():
     image = _blobs(6)
     batch = {"image": image, "label": torch.cat([image > 0.9, image > 0.4], dim=1).float()}
