@@ -214,8 +214,9 @@ def _measure(
 ) -> dict:
     """One table row. Each of ``rounds`` rounds runs the trainer with the bare loop between its blocks of
     ``block`` iterations (see :func:`trainer_rate`), then the engine with its own bare blocks; medians are
-    reported, with the ratios (trainer / bare, engine / bare) as the medians of each round's. On a shared machine the speed of the same loop drifts by 10-20 % within
-    minutes; measured seconds apart, trainer and bare drift together and their ratio much less."""
+    reported, with the ratios (trainer / bare, engine / bare) as the medians of each round's. On a shared machine
+    the speed of the same loop drifts by 10-20 % within minutes; measured seconds apart, trainer and bare drift
+    together and their ratio much less."""
     samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": [], "engine_bare": []}
     for _ in range(rounds):
         for key, measure in (("trainer", trainer_rate), ("engine", engine_rate)):

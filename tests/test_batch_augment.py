@@ -185,9 +185,7 @@ def test_untracked_compose_is_the_uncached_random_part():
     pipeline = Compose(
         [
             EnsureTyped(keys="image"),
-            UntrackedCompose(
-                [Lambdad("image", lambda x: seen.append(1) or x), RandGaussianNoised("image", prob=1.0)]
-            ),
+            UntrackedCompose([Lambdad("image", lambda x: seen.append(1) or x), RandGaussianNoised("image", prob=1.0)]),
         ]
     )
     data = [{"image": MetaTensor(torch.zeros(1, 8, 8))} for _ in range(2)]

@@ -171,6 +171,31 @@ def test_random_training_transforms_leave_the_cache_alone(mri):
     assert_training_cache_untouched(parser)
 
 
+def test_training_slices_come_from_cached_indices(mri):
+    """The foreground and background voxels are looked up once, into the cache (int32, on the padded grid); every
+    drawn slice holds foreground when empty slices get no weight."""
+    root, datalist, _ = mri
+    parser = ConfigParser()
+    parser.read_config(_cfg("train.json"))
+    parser.update({"dataset_dir": str(root), "datalist": str(datalist), "slices_per_volume": 3, **FAST})
+    dataset = parser.get_parsed_content("train#dataset")
+    for item in dataset._cache:
+        fg, bg = item["label_fg_indices"], item["label_bg_indices"]
+        assert fg.dtype == bg.dtype == torch.int32
+        assert len(fg) + len(bg) == item["label"].numel() and len(fg) == int((item["label"] > 0).sum())
+        assert min(item["image"].shape[1:3]) >= 96, "the in-plane padding to patch_size is cached"
+    for i in range(len(dataset)):
+        slices = dataset[i]
+        assert len(slices) == 3
+        for s in slices:
+            assert s["image"].shape == (2, 96, 96) and type(s["image"]) is torch.Tensor
+            assert "label_fg_indices" not in s
+    # with the crop centred (no random in-plane patch), each drawn slice is one holding foreground
+    parser.update({"random_patches": False})
+    dataset = parser.get_parsed_content("train#dataset", lazy=False)
+    assert all(s["label"].sum() > 0 for i in range(len(dataset)) for s in dataset[i])
+
+
 def test_label_outside_the_map_stops_training(mri, tmp_path):
     root, datalist, _ = mri
     data = tmp_path / "data"

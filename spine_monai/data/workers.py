@@ -15,8 +15,9 @@ def light_loader_workers(num_workers: int, device: torch.device | str) -> int:
     Beside a GPU the workers use CPU cores that would otherwise wait for the device. On a CPU the training step's
     threads already use every core: there, worker processes slowed the X-ray trainers by more than the loading
     they took over (2 cores: 15.0 against 19.0 images/s with the loading in the main process, medians of four
-    interleaved rounds, ``docs/performance.md``), so the loading runs in the main process between steps. Loaders
-    with heavy work per batch (the MRI bundle's crops from whole volumes) gained from workers and keep them.
+    interleaved rounds, ``docs/performance.md``), so the loading runs in the main process between steps. The MRI
+    bundle's loader (crops from whole volumes) keeps its workers: they gained when its work per batch was twice what
+    it is now, and on two cores zero, one or two workers no longer differ measurably.
 
     Args:
         num_workers: the workers to use on a GPU.
@@ -37,7 +38,8 @@ def untracked_worker_init(worker_id: int) -> None:
     affine, ``Invertd`` reads the trace). The random augmentation after the cache needs neither, and tracking
     metadata there doubles its cost (measured on the MRI bundle: 48 -> 23 ms per volume, and 5 -> 0.4 ms to
     collate a batch) on the same CPU cores the training step uses. Only the worker processes are affected;
-    validation, evaluation and inference keep their metadata.
+    validation, evaluation and inference keep their metadata. A loader that runs in the main process needs
+    :class:`spine_monai.transforms.UntrackedCompose` around its random part instead (the segmentation bundles).
 
     Args:
         worker_id: the worker's index, as PyTorch passes it.

@@ -1,12 +1,12 @@
-"""Random spatial augmentation of a whole training batch at once, on the device the batch trains on.
+"""Random augmentation of a whole training batch at once, on the device the batch trains on.
 
-MONAI's ``RandAffined`` and ``Rand2DElasticd`` work one sample at a time in the DataLoader workers. Beside a
-GPU the workers use CPU cores that are otherwise idle; on a CPU they take the cores from the training step, and
-most of their cost is per-sample overhead around a ~1 ms resampling (measured in ``docs/performance.md``). Here each
-sample still gets its own random affine, elastic field and flip, but they are folded into one sampling grid
-per sample and the whole (B, C, H, W) batch is resampled with a single ``grid_sample`` call, after the batch
-has been moved to the training device. :class:`AugmentBatch` plugs this into MONAI's ``SupervisedTrainer``
-as its ``prepare_batch``.
+MONAI's ``RandAffined``, ``Rand2DElasticd`` and ``RandGaussianNoised`` work one sample at a time in the DataLoader.
+Beside a GPU the workers use CPU cores that are otherwise idle; on a CPU they take the cores from the training step,
+and most of their cost is per-sample overhead around a ~1 ms resampling, or NumPy's float64 noise (measured in
+``docs/performance.md``). Here each sample still gets its own random affine, elastic field, flip and noise, but the
+geometry is folded into one sampling grid per sample and the whole (B, C, H, W) batch is resampled with a single
+``grid_sample`` call, after the batch has been moved to the training device. :class:`AugmentBatch` plugs this into
+MONAI's ``SupervisedTrainer`` as its ``prepare_batch``.
 """
 
 from __future__ import annotations
@@ -273,7 +273,12 @@ class RandGaussianNoiseBatch(Randomizable, Transform):
         """Draw which samples get noise, their standard deviations and the noise's seed, for ``batch_size``."""
         fire = self.R.rand(batch_size) < self.prob
         std = self.R.uniform(0.0, self.std, batch_size) if self.sample_std else np.full(batch_size, self.std)
-        self._draw = {"index": np.flatnonzero(fire), "std": std[fire], "seed": int(self.R.randint(2**31))}
+        self._draw = {
+            "size": batch_size,
+            "index": np.flatnonzero(fire),
+            "std": std[fire],
+            "seed": int(self.R.randint(2**31)),
+        }
 
     def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
         """Add the noise to a (B, C, ...) batch.
@@ -286,14 +291,14 @@ class RandGaussianNoiseBatch(Randomizable, Transform):
             a new plain tensor (the input is left as it was); the input itself when no sample drew noise.
 
         Raises:
-            ValueError: for input with no batch and channel axes, or larger than the last draw.
+            ValueError: for input with no batch and channel axes, or another batch size than the last draw's.
         """
         img = convert_to_tensor(img, track_meta=False)
         if img.ndim < 3:
             raise ValueError(f"expected a (B, C, ...) batch, got shape {tuple(img.shape)}")
         if randomize:
             self.randomize(img.shape[0])
-        if self._draw is None or (len(self._draw["index"]) and self._draw["index"].max() >= img.shape[0]):
+        if self._draw is None or self._draw["size"] != img.shape[0]:
             raise ValueError(f"batch of shape {tuple(img.shape)} does not match the last random draw")
         index = self._draw["index"]
         if not len(index):
