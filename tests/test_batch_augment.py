@@ -188,12 +188,13 @@ def test_untracked_compose_is_the_uncached_random_part():
             UntrackedCompose([Lambdad("image", lambda x: seen.append(1) or x), RandGaussianNoised("image", prob=1.0)]),
         ]
     )
-    data = [{"image": MetaTensor(torch.zeros(1, 8, 8))} for _ in range(2)]
+    data = [{"image": MetaTensor(torch.zeros(1, 8, 8)), "label": MetaTensor(torch.ones(1, 8, 8))} for _ in range(2)]
     dataset = CacheDataset(data, pipeline, progress=False, copy_cache=False)
     assert not seen, "the random part was cached"
     assert all(type(item["image"]) is MetaTensor for item in dataset._cache), "the cache keeps its metadata"
-    first = dataset[0]["image"]
-    assert type(first) is torch.Tensor and len(seen) == 1 and not torch.equal(first, torch.zeros(1, 8, 8))
+    first, label = dataset[0]["image"], dataset[0]["label"]
+    assert type(first) is torch.Tensor and len(seen) == 2 and not torch.equal(first, torch.zeros(1, 8, 8))
+    assert type(label) is torch.Tensor and torch.equal(label, torch.ones(1, 8, 8)), "untouched keys are plain too"
     assert get_track_meta(), "tracking is back on afterwards"
     pipeline.set_random_state(5)
     a = dataset[1]["image"]
