@@ -128,9 +128,10 @@ def trainer_rate(
         iterations: measured trainer iterations.
         data: when given, replaces the trainer's data loader.
         bare_block: when > 0, after every ``bare_block`` measured iterations the bare loop runs as many steps with
-            the trainer's own network, loss and optimizer on one batch, inside the run, and its time is taken out
-            of the trainer's. The two rates are then measured seconds apart, so a drift of the machine's speed moves
-            both alike. The trainer's DataLoader workers, a full queue ahead of it, wait meanwhile.
+            the trainer's own network, loss and optimizer on one batch (the first of ``data`` when given), inside
+            the run, and its time is taken out of the trainer's. The two rates are then measured seconds apart, so
+            a drift of the machine's speed moves both alike. The trainer's DataLoader workers, a full queue ahead of
+            it, wait meanwhile.
 
     Returns:
         (trainer images/s, bare images/s or None without ``bare_block``).
@@ -142,9 +143,8 @@ def trainer_rate(
     device = torch.device(trainer.state.device)
     bare = None
     if bare_block > 0:
-        bare = BareLoop(
-            trainer.network, trainer.loss_function, trainer.optimizer, trainer.amp, _one_batch(parser), device
-        )
+        batch = data[0] if data else _one_batch(parser)
+        bare = BareLoop(trainer.network, trainer.loss_function, trainer.optimizer, trainer.amp, batch, device)
     stamps: list[tuple[float, int]] = []
     paused = bare_seconds = 0.0
     bare_steps = 0

@@ -16,8 +16,9 @@ def light_loader_workers(num_workers: int, device: torch.device | str) -> int:
     threads already use every core: there, worker processes slowed the X-ray trainers by more than the loading
     they took over (2 cores: 15.0 against 19.0 images/s with the loading in the main process, medians of four
     interleaved rounds, ``docs/performance.md``), so the loading runs in the main process between steps. The MRI
-    bundle's loader (crops from whole volumes) keeps its workers: they gained when its work per batch was twice what
-    it is now, and on two cores zero, one or two workers no longer differ measurably.
+    bundle's loader (crops from whole volumes) keeps its workers: they gained when its work per volume was about three
+    times what it is now (19.4 against ~6 ms on one thread, profiled), and on two cores zero, one or two workers no
+    longer differ measurably.
 
     Args:
         num_workers: the workers to use on a GPU.

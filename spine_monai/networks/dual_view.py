@@ -158,6 +158,22 @@ def check_view_names(views: str | Sequence[str]) -> list[str]:
     return views
 
 
+def view_channels(views: Sequence[str], in_channels: int | Sequence[int], shared_encoder: bool) -> list[int]:
+    """Input channels per view: one number for every view, or one per view.
+
+    Raises:
+        ValueError: for a list of the wrong length, or unequal channels with a shared encoder.
+    """
+    channels = [int(in_channels)] * len(views) if isinstance(in_channels, int) else [int(c) for c in in_channels]
+    if len(channels) != len(views):
+        raise ValueError(f"{len(channels)} channel counts for {len(views)} views {views}")
+    if shared_encoder and len(set(channels)) != 1:
+        raise ValueError(
+            f"a shared encoder needs the same channels in every view, got {dict(zip(views, channels, strict=True))}"
+        )
+    return channels
+
+
 def fusion_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
     """The late-fusion head of the patient classifiers: Linear, ReLU, dropout, Linear to the class logits."""
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
@@ -207,13 +223,7 @@ class DualViewClassifier(nn.Module):
     ) -> None:
         super().__init__()
         views = check_view_names(views)
-        channels = [int(in_channels)] * len(views) if isinstance(in_channels, int) else [int(c) for c in in_channels]
-        if len(channels) != len(views):
-            raise ValueError(f"{len(channels)} channel counts for {len(views)} views {views}")
-        if shared_encoder and len(set(channels)) != 1:
-            raise ValueError(
-                f"a shared encoder needs the same channels in every view, got {dict(zip(views, channels, strict=True))}"
-            )
+        channels = view_channels(views, in_channels, shared_encoder)
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
         self.views = views

@@ -19,7 +19,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
-from spine_monai.networks.dual_view import check_view_names, fusion_head
+from spine_monai.networks.dual_view import check_view_names, fusion_head, view_channels
 
 __all__ = ["POOLING", "VertebraMILClassifier"]
 
@@ -79,16 +79,14 @@ class VertebraMILClassifier(nn.Module):
     ) -> None:
         super().__init__()
         views = check_view_names(views)
-        per_body = [int(in_channels)] * len(views) if isinstance(in_channels, int) else [int(c) for c in in_channels]
-        if len(per_body) != len(views) or min(per_body) < 2:
+        per_body = view_channels(views, in_channels, shared_encoder)
+        if min(per_body) < 2:
             raise ValueError(
                 f"in_channels must give, for each of the views {views}, the film plus at least the vertebra mask "
                 f"(>= 2), got {in_channels}"
             )
         if pooling not in POOLING:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING)}")
-        if shared_encoder and len(set(per_body)) != 1:
-            raise ValueError(f"a shared encoder needs the same channels in every view, got {per_body}")
         self.views = views
         self.per_body = per_body
         self.max_vertebrae = int(max_vertebrae)

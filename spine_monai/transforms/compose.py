@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from monai.data import MetaTensor, get_track_meta, set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose
+from monai.utils import convert_to_tensor
 
 __all__ = ["UntrackedCompose"]
 
@@ -45,23 +44,16 @@ class UntrackedCompose(Compose):
             lazy: as for ``Compose``.
 
         Returns:
-            the transformed data, with plain tensors.
+            the transformed data, with plain tensors (numbers and arrays become tensors too, as collation would
+            make them).
         """
         tracked = get_track_meta()
         set_track_meta(False)
         try:
-            return _plain(super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy))
+            # Keys no transform touched (a label under intensity transforms) still hold the cache's MetaTensors,
+            # and collating those carries their metadata along.
+            return convert_to_tensor(
+                super().__call__(input_, start=start, end=end, threading=threading, lazy=lazy), track_meta=False
+            )
         finally:
             set_track_meta(tracked)
-
-
-def _plain(data):
-    """``data`` with every MetaTensor replaced by a plain view of it: keys no transform touched (a label under
-    intensity transforms) still hold the cache's MetaTensors, and collating those carries their metadata along."""
-    if isinstance(data, MetaTensor):
-        return data.as_tensor()
-    if isinstance(data, Mapping):
-        return {k: _plain(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return type(data)(_plain(v) for v in data)
-    return data
