@@ -2,9 +2,20 @@
 
 import importlib
 
-__version__ = "0.1.5"
+__version__ = "0.1.6"
 
-_SUBMODULES = ("bundle", "data", "handlers", "losses", "measure", "metrics", "networks", "report", "transforms")
+_SUBMODULES = (
+    "bundle",
+    "data",
+    "handlers",
+    "losses",
+    "measure",
+    "metrics",
+    "networks",
+    "report",
+    "runtime",
+    "transforms",
+)
 
 
 def __getattr__(name: str):

@@ -236,9 +236,9 @@ def test_light_training_loaders_use_workers_only_beside_a_gpu():
     assert light_loader_workers(4, torch.device("cuda:0")) == 4
     with pytest.raises(ValueError, match="num_workers"):
         light_loader_workers(-1, "cuda")
-    for view in ("ap", "lat"):
+    for bundle in ("spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg"):
         parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / f"spine_xray_{view}_seg" / "configs" / "train.json"))
+        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
         parser.update({"num_workers": 3, "device": "$torch.device('cpu')"})
         assert parser.get_parsed_content("train#dataloader#num_workers") == 0
         assert parser.get_parsed_content("train#dataloader#persistent_workers") is False

@@ -16,9 +16,9 @@ def light_loader_workers(num_workers: int, device: torch.device | str) -> int:
     threads already use every core: there, worker processes slowed the X-ray trainers by more than the loading
     they took over (2 cores: 15.0 against 19.0 images/s with the loading in the main process, medians of four
     interleaved rounds, ``docs/performance.md``), so the loading runs in the main process between steps. The MRI
-    bundle's loader (crops from whole volumes) keeps its workers: they gained when its work per volume was about three
-    times what it is now (19.4 against ~6 ms on one thread, profiled), and on two cores zero, one or two workers no
-    longer differ measurably.
+    bundle's loader (slices cropped from cached volumes) does the same since its bundle 0.1.5: two workers cost the
+    step more than the loading they took over (trainer / bare 0.86 against 0.90 in the main process, 24.2 against 27.0
+    slices/s, medians of four interleaved rounds on 2 cores, 2026-12-02).
 
     Args:
         num_workers: the workers to use on a GPU.

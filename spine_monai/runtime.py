@@ -1,0 +1,67 @@
+"""Process-wide settings for training on a CPU.
+
+PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every request above its mmap threshold
+(at most 32 MiB) with a fresh ``mmap`` and hands it back with ``munmap`` on free, and it returns the top of its
+heap to the system when more than the trim threshold is free. A training step allocates and frees the same
+large activations and gradients every iteration, so each step pays again for mapping, zero-filling and
+unmapping them: on two cores that was half the process's system time and 8-10 points of the X-ray trainer's
+ratio to the bare loop (``docs/performance.md``). :func:`keep_freed_memory` tells glibc to keep what is freed
+for the next step instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+
+__all__ = ["keep_freed_memory", "MALLOC_ENV"]
+
+logger = logging.getLogger(__name__)
+
+# mallopt parameters, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+# glibc's trim threshold is a size_t; this keeps it within a C int, which is what mallopt takes.
+_NEVER_TRIM = 2**31 - 1
+
+# The environment variables and tunables through which a user sets glibc's allocator; their choice wins.
+MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def keep_freed_memory(enabled: bool = True) -> bool:
+    """Keep memory freed by the C allocator inside the process, for the next training step to reuse.
+
+    Sets glibc's ``M_MMAP_MAX`` to 0 (large blocks come from the heap rather than from ``mmap``) and its trim
+    threshold to 2 GiB (freed heap stays mapped). The process's peak resident memory is then the most it had
+    allocated at once, which it reaches every step anyway; memory freed after the peak is not handed back to
+    the system while the process lives. It applies to the whole process and to the DataLoader workers it forks
+    from then on. Call it once, before training starts (a bundle's ``initialize``).
+
+    Nothing is changed when ``enabled`` is false, when the C library is not glibc (macOS, Windows, musl), or when
+    the user has set the allocator through ``MALLOC_*_`` environment variables or ``GLIBC_TUNABLES``.
+
+    Args:
+        enabled: apply the setting; a bundle passes its ``keep_freed_memory`` key so that a user can turn it off.
+
+    Returns:
+        True if the setting was applied, else False.
+    """
+    if not enabled:
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        logger.debug("keep_freed_memory: not glibc, allocator left as it is")
+        return False
+    user_set = [k for k in MALLOC_ENV if k in os.environ]
+    if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        user_set.append("GLIBC_TUNABLES")
+    if user_set:
+        logger.info("keep_freed_memory: the allocator is set by %s; left as it is", ", ".join(user_set))
+        return False
+    libc = ctypes.CDLL(None)
+    # mallopt returns 1 on success and 0 on error.
+    applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+    if not applied:
+        logger.warning("keep_freed_memory: glibc's mallopt refused the setting; allocator left as it is")
+    return applied
