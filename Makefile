@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench bench-synth bench-xray bench-mri bench-cls bench-measure
+.PHONY: install test lint demo clean bench bench-synth bench-xray bench-mri bench-cls bench-measure gpu-wheels
 
 install: $(STAMP)
 
@@ -51,3 +51,12 @@ bench-measure: install
 
 bench: install
 	$(BIN)/python -m pipelines.bench
+
+# Wheels of the packages a lent GPU machine lacks (it has PyTorch, Python 3.12 and no registry), at this venv's
+# versions, for pipelines/gpu_check.sh; .whl is git-ignored and carried to the machine.
+GPU_WHEELS := monai|pytorch-ignite|nibabel|pydicom|fire|termcolor
+gpu-wheels: install
+	rm -rf .whl
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+		$$($(BIN)/python -m pip freeze | grep -i -E '^($(GPU_WHEELS))==')
+	ls .whl

@@ -22,6 +22,12 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 Like the bundles' training, it first keeps memory freed by the C allocator for reuse
 (:func:`spine_monai.runtime.keep_freed_memory`); ``--system-allocator`` leaves the allocator as it is, for comparison.
 
+``--variants`` adds rows for the bundles' GPU options, each trained with its own overrides: ``channels_last``
+(weights and batches in NHWC), ``cache_on_device`` (the cache held on the training device, the loader in the main
+process) and ``cache_on_device_thread`` (the same, batches fetched by MONAI's ``ThreadDataLoader``). On a GPU all
+four rows are measured by default, on a CPU only ``default``. Inference is measured for ``default`` only: the options
+change training.
+
 The table is printed and written to ``bench.json``. "Images" are training samples: films for X-ray, 2D slices
 for MRI.
 """
@@ -54,6 +60,13 @@ from spine_monai.runtime import keep_freed_memory
 
 WARMUP = 3
 SEED = 99
+# Overrides of each benchmarked variant of the bundles' training.
+VARIANTS = {
+    "default": {},
+    "channels_last": {"channels_last": True},
+    "cache_on_device": {"cache_on_device": True},
+    "cache_on_device_thread": {"cache_on_device": True, "train#dataloader#_target_": "ThreadDataLoader"},
+}
 
 
 def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
@@ -77,10 +90,15 @@ class BareLoop:
     """Forward + backward + step of a network, loss and optimizer on one batch already in memory: no data work,
     no engine. Given the trainer's own objects it runs between the trainer's iterations."""
 
-    def __init__(self, network, loss_fn, optimizer, amp: bool, batch: dict, device: torch.device) -> None:
+    def __init__(
+        self, network, loss_fn, optimizer, amp: bool, batch: dict, device: torch.device, to_kwargs: dict | None = None
+    ) -> None:
         self.network, self.loss_fn, self.optimizer, self.amp, self.device = network, loss_fn, optimizer, amp, device
-        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more.
-        self.image, self.label = (convert_to_tensor(batch[k], track_meta=False).to(device) for k in ("image", "label"))
+        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more. The
+        # trainer's to_kwargs give them its memory format.
+        self.image, self.label = (
+            convert_to_tensor(batch[k], track_meta=False).to(device, **(to_kwargs or {})) for k in ("image", "label")
+        )
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
 
     @property
@@ -148,7 +166,9 @@ def trainer_rate(
     bare = None
     if bare_block > 0:
         batch = data[0] if data else _one_batch(parser)
-        bare = BareLoop(trainer.network, trainer.loss_function, trainer.optimizer, trainer.amp, batch, device)
+        bare = BareLoop(
+            trainer.network, trainer.loss_function, trainer.optimizer, trainer.amp, batch, device, trainer.to_kwargs
+        )
     stamps: list[tuple[float, int]] = []
     paused = bare_seconds = 0.0
     bare_steps = 0
@@ -215,12 +235,13 @@ def _measure(
     rounds: int,
     block: int,
     out: Path,
+    infer: bool = True,
 ) -> dict:
     """One table row. Each of ``rounds`` rounds runs the trainer with the bare loop between its blocks of
     ``block`` iterations (see :func:`trainer_rate`), then the engine with its own bare blocks; medians are
     reported, with the ratios (trainer / bare, engine / bare) as the medians of each round's. On a shared machine
     the speed of the same loop drifts by 10-20 % within minutes; measured seconds apart, trainer and bare drift
-    together and their ratio much less."""
+    together and their ratio much less. ``infer`` false leaves inference out (``inference_s_per_input`` None)."""
     samples: dict[str, list[float]] = {"trainer": [], "bare": [], "engine": [], "engine_bare": []}
     for _ in range(rounds):
         for key, measure in (("trainer", trainer_rate), ("engine", engine_rate)):
@@ -251,14 +272,16 @@ def _measure(
     row["engine_ratio"] = statistics.median(engine_ratios)
     row["engine_ratio_rounds"] = engine_ratios
     row["loader_images_per_s"] = loader_rate(parser, iterations)
-    state = parser.get_parsed_content("network_def").state_dict()
-    row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
+    row["inference_s_per_input"] = None
+    if infer:
+        state = parser.get_parsed_content("network_def").state_dict()
+        row["inference_s_per_input"] = inference_latency(bundle, infer_overrides, state, out / f"{name}_inference")
+    inference = "" if row["inference_s_per_input"] is None else f"inference {row['inference_s_per_input']:.3f} s/input"
     print(
-        f"{name:6s} trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
+        f"{name:6s}  trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
         f"ratio {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
         f"engine {row['engine_images_per_s']:7.1f}/s (/ bare {row['engine_ratio']:.2f})  "
-        f"loader {row['loader_images_per_s']:7.1f}/s  "
-        f"inference {row['inference_s_per_input']:.3f} s/input",
+        f"loader {row['loader_images_per_s']:7.1f}/s  {inference}",
         flush=True,
     )
     return row
@@ -289,23 +312,52 @@ def main(argv=None) -> int:
         action="store_true",
         help="leave the C allocator as the system sets it, as a bundle run with --keep_freed_memory false does",
     )
+    parser.add_argument(
+        "--cache-workers",
+        type=int,
+        help="threads that fill each training cache (default: the bundle's num_workers); not part of any figure",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        help="training variants to measure (default: all on a GPU, 'default' on a CPU)",
+    )
     args = parser.parse_args(argv)
+    variants = args.variants or (list(VARIANTS) if torch.cuda.is_available() else ["default"])
     if min(args.iterations, args.rounds, args.block) < 1:
         parser.error("--iterations, --rounds and --block must be at least 1")
+    if args.cache_workers is not None and args.cache_workers < 1:
+        parser.error("--cache-workers must be at least 1")
     # The bundles apply this in their train `initialize`, which the benchmark does not run.
     kept = keep_freed_memory(not args.system_allocator)
     out = args.out.resolve()
     xray = _synthetic(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
     mri = _synthetic(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
     common = {"progress_bar": False, "val_interval": 10**6}
+    if args.cache_workers is not None:
+        common.update(
+            {"train#dataset#num_workers": args.cache_workers, "validate#dataset#num_workers": args.cache_workers}
+        )
     cases = {"xray_ap": ("xray", "spine_xray_ap_seg", xray), "mri": ("mri", "spine_mri_seg", mri)}
     rows = {}
     for key, (name, bundle, root) in cases.items():
         data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
         train = {**common, **data, "output_dir": str(out / f"{name}_run")}
-        rows[key] = _measure(
-            name, bundle, train, {**data, "infer_split": "all"}, args.iterations, args.rounds, args.block, out
-        )
+        for variant in variants:
+            label = key if variant == "default" else f"{key}+{variant}"
+            row = _measure(
+                name if variant == "default" else f"{name}+{variant}",
+                bundle,
+                {**train, **VARIANTS[variant]},
+                {**data, "infer_split": "all"},
+                args.iterations,
+                args.rounds,
+                args.block,
+                out,
+                infer=variant == "default",
+            )
+            rows[label] = {"variant": variant, "overrides": VARIANTS[variant], **row}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
@@ -315,6 +367,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds,
         "block": args.block,
         "keep_freed_memory": kept,
+        "cache_workers": args.cache_workers,
         "peak_rss_mb": peak_mb,
         "results": rows,
     }

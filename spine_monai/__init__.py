@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.6"
+__version__ = "0.1.7"
 
 _SUBMODULES = (
     "bundle",

@@ -1,4 +1,4 @@
-"""Process-wide settings for training on a CPU.
+"""Process-wide and tensor-layout settings for training.
 
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every request above its mmap threshold
 (at most 32 MiB) with a fresh ``mmap`` and hands it back with ``munmap`` on free, and it returns the top of its
@@ -7,6 +7,9 @@ large activations and gradients every iteration, so each step pays again for map
 unmapping them: on one 2-core VM that was half the process's system time and 8-10 points of the X-ray trainer's
 ratio to the bare loop; on another it sped the trainer and the bare loop alike (``docs/performance.md``).
 :func:`keep_freed_memory` tells glibc to keep what is freed for the next step instead.
+
+:func:`memory_format` is the layout of the network's weights and batches that a bundle's ``channels_last`` key
+selects (with ``torch.channels_last`` cuDNN's convolutions may skip transposes, mostly under AMP).
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import logging
 import os
 import platform
 
-__all__ = ["keep_freed_memory", "MALLOC_ENV"]
+import torch
+
+from spine_monai.bundle import as_bool
+
+__all__ = ["keep_freed_memory", "memory_format", "MALLOC_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +50,16 @@ def keep_freed_memory(enabled: bool = True) -> bool:
     the user has set the allocator through ``MALLOC_*_`` environment variables or ``GLIBC_TUNABLES``.
 
     Args:
-        enabled: apply the setting; a bundle passes its ``keep_freed_memory`` key so that a user can turn it off.
+        enabled: apply the setting; a bundle passes its ``keep_freed_memory`` key so that a user can turn it off
+            (``false`` from the command line too).
 
     Returns:
         True if the setting was applied, else False.
+
+    Raises:
+        ValueError: for ``enabled`` text that is not a boolean.
     """
-    if not enabled:
+    if not as_bool(enabled):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         logger.debug("keep_freed_memory: not glibc, allocator left as it is")
@@ -65,3 +76,34 @@ def keep_freed_memory(enabled: bool = True) -> bool:
     if not applied:
         logger.warning("keep_freed_memory: glibc's mallopt refused part of the setting")
     return applied
+
+
+def memory_format(channels_last: bool, spatial_dims: int = 2) -> torch.memory_format:
+    """The memory format for a network's weights and its batches: channels last, or left as they are.
+
+    Example (a bundle's ``train.json``)::
+
+        "memory_format": "$spine_monai.runtime.memory_format(@channels_last)",
+        "network": "$@network_def.to(@device, memory_format=@memory_format)",
+        "train#trainer#to_kwargs": {"memory_format": "@memory_format"}
+
+    Whether channels last helps depends on the device, the precision and the network, so the bundles leave it
+    off by default and ``make bench`` measures both on a GPU.
+
+    Args:
+        channels_last: store channels last (NHWC for 2D, NDHWC for 3D); text such as ``'false'`` from the
+            command line is read as :func:`spine_monai.bundle.as_bool` reads it.
+        spatial_dims: 2 or 3, the network's spatial dimensions.
+
+    Returns:
+        ``torch.channels_last`` (2D) or ``torch.channels_last_3d`` (3D) when ``channels_last``, else
+        ``torch.preserve_format``, which ``Tensor.to`` and ``Module.to`` treat as no change.
+
+    Raises:
+        ValueError: for ``spatial_dims`` other than 2 or 3, or ``channels_last`` text that is not a boolean.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"channels-last layouts exist for 2 or 3 spatial dimensions, got spatial_dims={spatial_dims}")
+    if not as_bool(channels_last):
+        return torch.preserve_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d

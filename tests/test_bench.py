@@ -45,6 +45,7 @@ def test_throughput_table(tmp_path, capsys):
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(result["results"]) == {"xray_ap", "mri"}
+    assert all(row["variant"] == "default" and row["overrides"] == {} for row in result["results"].values())
     for name, row in result["results"].items():
         assert all(row[k] > 0 for k in RATES), name
         assert len(row["ratio_rounds"]) == 2 and row["rounds"] == 2
@@ -64,3 +65,17 @@ def test_throughput_table(tmp_path, capsys):
     # the generated set is reused only at the size it was made with
     with pytest.raises(SystemExit, match="holds a set made with"):
         bench.main([*args[:-4], "--xray-cases", "7", "--mri-cases", "3"])
+
+
+def test_gpu_option_rows(tmp_path, capsys):
+    """Each variant trains with its own overrides and gets its own row, without inference (the default row's)."""
+    args = ["--out", str(tmp_path), "--iterations", "1", "--rounds", "1", "--xray-cases", "6", "--mri-cases", "3"]
+    options = [v for v in bench.VARIANTS if v != "default"]
+    assert bench.main([*args, "--variants", *options]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert set(rows) == {f"{k}+{v}" for k in ("xray_ap", "mri") for v in options}
+    for name, row in rows.items():
+        assert row["overrides"] == bench.VARIANTS[row["variant"]], name
+        assert all(row[k] > 0 for k in RATES), name
+        assert row["inference_s_per_input"] is None, name
+    assert "xray+channels_last" in capsys.readouterr().out

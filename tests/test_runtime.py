@@ -32,7 +32,8 @@ class Info(ctypes.Structure):
 
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
-applied = keep_freed_memory(sys.argv[1] == "on")
+# The key as text, as `--keep_freed_memory false` passes it from the command line.
+applied = keep_freed_memory(sys.argv[1])
 before = libc.mallinfo2()
 block = torch.empty(64 * 2**20, dtype=torch.uint8)
 during = libc.mallinfo2()
@@ -55,11 +56,13 @@ def test_large_blocks_stay_in_the_heap():
     kept = _probe("on")
     assert kept["applied"] is True
     assert kept["mmapped"] == 0
-    assert kept["kept_free"] >= 64 * 2**20
+    # Nearly all of the block stays free in the heap (small allocations between the two readings may take a few
+    # KiB of it); without the setting none of it does.
+    assert kept["kept_free"] >= 63 * 2**20
 
 
 def test_disabled_leaves_glibc_defaults():
-    system = _probe("off")
+    system = _probe("false")
     assert system["applied"] is False
     assert system["mmapped"] >= 64 * 2**20
 

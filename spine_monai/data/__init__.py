@@ -11,7 +11,7 @@ from spine_monai.data.mri import (
     read_volume,
     scan_mri_tree,
 )
-from spine_monai.data.workers import light_loader_workers, untracked_worker_init
+from spine_monai.data.workers import device_cache, light_loader_workers, loader_workers, untracked_worker_init
 from spine_monai.data.xray import (
     ScanResult,
     build_xray_datalist,
@@ -27,8 +27,10 @@ __all__ = [
     "assign_splits",
     "build_mri_datalist",
     "build_xray_datalist",
+    "device_cache",
     "image_size",
     "light_loader_workers",
+    "loader_workers",
     "read_datalist",
     "mri_inference_inputs",
     "mri_records",

@@ -355,6 +355,9 @@ class RandGaussianNoiseBatchd(Randomizable, MapTransform):
 class AugmentBatch(PrepareBatch):
     """A trainer's ``prepare_batch`` that moves the batch to the device, then augments it there.
 
+    The trainer's ``to_kwargs`` reach ``Tensor.to`` when the batch is moved, except ``memory_format``, which is
+    applied to the augmented batch (a bundle's ``channels_last`` key).
+
     Example (a bundle's ``train.json``)::
 
         "prepare_batch": {"_target_": "spine_monai.transforms.AugmentBatch",
@@ -394,9 +397,14 @@ class AugmentBatch(PrepareBatch):
         missing = [k for k in (self.image_key, self.label_key) if k not in batchdata]
         if missing:
             raise KeyError(f"the training batch has no {missing}; it has {sorted(map(str, batchdata))}")
+        # Resampling makes new tensors in the default layout, so a requested layout is applied to what it returns.
+        layout = kwargs.pop("memory_format", torch.preserve_format)
         moved = {
             k: convert_to_tensor(batchdata[k], track_meta=False).to(device=device, non_blocking=non_blocking, **kwargs)
             for k in (self.image_key, self.label_key)
         }
         out = self.transform(moved)
-        return out[self.image_key], out[self.label_key]
+        image, label = out[self.image_key], out[self.label_key]
+        if layout != torch.preserve_format:
+            image, label = image.contiguous(memory_format=layout), label.contiguous(memory_format=layout)
+        return image, label

@@ -1,0 +1,164 @@
+"""The segmentation bundles' GPU options, channels_last and cache_on_device: each must train the same model.
+
+Whether either speeds training is for ``make bench`` on a GPU. Here each option's first steps must give the
+default's losses: up to float rounding for channels last (another order of summation), exactly for the cache on a
+CPU (where it already is). The CUDA cases run where a GPU is (``pipelines/gpu_check.sh``); there AMP is on, as the
+bundles set it, and the tolerance is that of float16.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.transforms import Compose, ToDeviced
+from monai.utils import set_determinism
+
+from spine_monai.data import (
+    build_mri_datalist,
+    build_xray_datalist,
+    device_cache,
+    light_loader_workers,
+    loader_workers,
+    write_datalist,
+)
+from spine_monai.data.synth_mri import write_mri_dataset
+from spine_monai.runtime import memory_format
+from spine_monai.transforms import AugmentBatch, RandSpatialBatchd
+
+SEG_BUNDLES = ("spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg")
+ITERATIONS = 3
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+# Relative tolerance on the losses of an option against the default's, by device.
+RTOL = {"cpu": 1e-4, "cuda": 1e-2}
+
+
+def test_memory_format_choices():
+    assert memory_format(False) is torch.preserve_format
+    assert memory_format("false") is torch.preserve_format
+    assert memory_format(True) is torch.channels_last
+    assert memory_format("true", spatial_dims=3) is torch.channels_last_3d
+    with pytest.raises(ValueError, match="spatial_dims=1"):
+        memory_format(True, spatial_dims=1)
+    with pytest.raises(ValueError, match="boolean"):
+        memory_format("sometimes")
+
+
+def test_augment_batch_hands_the_network_the_layout_asked_for():
+    batch = {"image": torch.rand(2, 2, 16, 12), "label": (torch.rand(2, 3, 16, 12) > 0.5).float()}
+
+    def augment():
+        return AugmentBatch(RandSpatialBatchd(["image", "label"], prob=1.0, rotate_range=0.3), seed=4)
+
+    plain = augment()(batch, torch.device("cpu"))
+    nhwc = augment()(batch, torch.device("cpu"), memory_format=torch.channels_last)
+    for a, b in zip(plain, nhwc, strict=True):
+        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    kept = augment()(batch, torch.device("cpu"), memory_format=torch.preserve_format)
+    assert all(t.is_contiguous() for t in kept)
+
+
+def test_device_cache_and_its_loaders():
+    assert device_cache(["image"], "cpu", False) == []
+    (move,) = device_cache(["image", "label"], "cpu", "true")
+    assert isinstance(move, ToDeviced) and list(move.keys) == ["image", "label"]
+    assert loader_workers(3, False) == 3 and loader_workers(3, "true") == 0
+    assert light_loader_workers(3, "cuda:0", cache_on_device=True) == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        loader_workers(-1)
+    for bundle in SEG_BUNDLES:
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+        parser.update({"num_workers": 3, "device": "$torch.device('cuda:0')", "cache_on_device": "true"})
+        # Forked workers cannot read a cache held in CUDA memory.
+        assert parser.get_parsed_content("train#dataloader#num_workers") == 0, bundle
+        assert parser.get_parsed_content("validate#dataloader#num_workers") == 0, bundle
+        assert parser.get_parsed_content("train#dataloader#persistent_workers") is False, bundle
+        moves = [t for t in parser.get_parsed_content("device_cache") if isinstance(t, ToDeviced)]
+        assert [torch.device(m.converter.device) for m in moves] == [torch.device("cuda:0")], bundle
+
+
+@pytest.fixture(scope="module")
+def datasets(xray_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("device_options")
+    xray_list = base / "xray_datalist.json"
+    write_datalist(xray_list, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
+    mri_root = base / "mri"
+    write_mri_dataset(mri_root, cases=4, seed=5, shape=(6, 96, 96), workers=1)
+    mri_list = base / "mri_datalist.json"
+    write_datalist(mri_list, build_mri_datalist(mri_root, folds=2, test_fraction=0.25, seed=0))
+    return {
+        "spine_xray_ap_seg": {"dataset_dir": str(xray_root), "datalist": str(xray_list)},
+        "spine_mri_seg": {
+            "dataset_dir": str(mri_root),
+            "datalist": str(mri_list),
+            "in_plane_spacing": [3.0, 3.0],
+            "patch_size": [64, 64],
+            "slices_per_volume": 2,
+        },
+    }
+
+
+def _train(bundle: str, overrides: dict, out, device: str = "cpu") -> tuple[list[float], object, list[torch.Tensor]]:
+    """``ITERATIONS`` steps of the bundle's trainer on ``device``; the losses, the trainer and the network's inputs."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    parser.update(
+        {
+            "progress_bar": False,
+            "num_workers": 0,
+            "batch_size": 2,
+            "output_dir": str(out),
+            "device": f"$torch.device('{device}')",
+            "train#trainer#max_epochs": 1,
+            "train#trainer#epoch_length": ITERATIONS,
+            **overrides,
+        }
+    )
+    set_determinism(seed=0)
+    trainer = parser.get_parsed_content("train#trainer")
+    inputs: list[torch.Tensor] = []
+    trainer.network.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
+    trainer.run()
+    set_determinism(seed=None)
+    return losses, trainer, inputs
+
+
+def _nhwc(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bundle", ["spine_xray_ap_seg", "spine_mri_seg"])
+def test_channels_last_trains_the_same_model(bundle, device, datasets, tmp_path):
+    base, _, _ = _train(bundle, datasets[bundle], tmp_path / "base", device)
+    losses, trainer, inputs = _train(bundle, {**datasets[bundle], "channels_last": "true"}, tmp_path / "nhwc", device)
+    # With one channel (the X-ray film, the first convolution's weight) both layouts are the same.
+    convs = [m.weight for m in trainer.network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(_nhwc(w) for w in convs) and not any(w.is_contiguous() for w in convs if w.shape[1] > 1)
+    assert len(inputs) == ITERATIONS and all(_nhwc(x) for x in inputs)
+    assert not any(x.is_contiguous() for x in inputs if x.shape[1] > 1)
+    # Another layout sums in another order; three optimizer steps keep the difference at float rounding.
+    assert losses == pytest.approx(base, rel=RTOL[device])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bundle", ["spine_xray_ap_seg", "spine_mri_seg"])
+def test_cache_on_device_trains_the_same_model(bundle, device, datasets, tmp_path):
+    base, _, _ = _train(bundle, datasets[bundle], tmp_path / "base", device)
+    losses, trainer, inputs = _train(bundle, {**datasets[bundle], "cache_on_device": True}, tmp_path / "cached", device)
+    dataset = trainer.data_loader.dataset
+    chain = dataset.transform.transforms if isinstance(dataset.transform, Compose) else ()
+    assert any(isinstance(t, ToDeviced) for t in chain), "the cached chain does not end on the device"
+    assert all(item[k].device.type == device for item in dataset._cache for k in ("image", "label"))
+    assert trainer.data_loader.num_workers == 0
+    assert all(x.device.type == device for x in inputs)
+    if device == "cpu":
+        assert losses == base
+    else:
+        assert losses == pytest.approx(base, rel=RTOL[device])
