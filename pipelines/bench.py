@@ -1,6 +1,7 @@
 """Throughput benchmark: the bundles' real trainers against the bare training loop, in one process.
 
     python -m pipelines.bench [--out bench_output/throughput] [--iterations 20] [--rounds 3] [--block 5]
+                              [--variants default channels_last ...] [--cache-workers N]
 
 For the X-ray (AP) and MRI bundles it builds the trainer from the bundle's own ``train.json`` (with the same
 data pipeline, loss, optimizer and AMP setting) and reports:
@@ -345,9 +346,9 @@ def main(argv=None) -> int:
         data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
         train = {**common, **data, "output_dir": str(out / f"{name}_run")}
         for variant in variants:
-            label = key if variant == "default" else f"{key}+{variant}"
+            suffix = "" if variant == "default" else f"+{variant}"
             row = _measure(
-                name if variant == "default" else f"{name}+{variant}",
+                name + suffix,
                 bundle,
                 {**train, **VARIANTS[variant]},
                 {**data, "infer_split": "all"},
@@ -357,7 +358,7 @@ def main(argv=None) -> int:
                 out,
                 infer=variant == "default",
             )
-            rows[label] = {"variant": variant, "overrides": VARIANTS[variant], **row}
+            rows[key + suffix] = {"variant": variant, "overrides": VARIANTS[variant], **row}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
