@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.7"
+__version__ = "0.1.8"
 
 _SUBMODULES = (
     "bundle",

@@ -10,12 +10,20 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["check_overrides", "config_ids", "as_bool", "class_names", "UnknownOverrideError"]
+__all__ = [
+    "check_overrides",
+    "config_ids",
+    "check_config_ids",
+    "bundle_config_files",
+    "as_bool",
+    "class_names",
+    "UnknownOverrideError",
+]
 
 # Arguments of monai.bundle.run / create_workflow / ConfigWorkflow that are not config overrides.
 _WORKFLOW_ARGS = {
@@ -53,7 +61,8 @@ def config_ids(config, prefix: str = "") -> set[str]:
     return ids
 
 
-def _bundle_config_files(config_root: Path, loaded: Iterable[str | os.PathLike]) -> list[Path]:
+def bundle_config_files(config_root: Path, loaded: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The config files in ``config_root`` (not ``metadata.json``) and those in ``loaded``, sorted."""
     files = {p for ext in ("*.json", "*.yaml", "*.yml") for p in config_root.glob(ext) if p.name != "metadata.json"}
     files |= {Path(f) for f in loaded}
     return sorted(files)
@@ -94,35 +103,49 @@ def check_overrides() -> bool:
     workflow, overrides, loaded = _find_workflow()
     if workflow is None:
         return True
-    files = _bundle_config_files(Path(workflow.config_root_path), loaded)
-    known: set[str] = set()
-    for f in files:
-        if f.is_file():
-            known |= config_ids(ConfigParser.load_config_file(f))
     merged = workflow.parser.get()
     if overrides is not None:
         candidates = [k.replace("::", SEP) for k in overrides]
     else:
         candidates = [k for k in merged if k not in _RESERVED]
-    unknown = []
+    check_config_ids(candidates, bundle_config_files(Path(workflow.config_root_path), loaded), [merged])
+    return True
+
+
+def check_config_ids(candidates: Iterable[str], files: Sequence[str | os.PathLike], configs: Iterable[dict]) -> None:
+    """Raise if some of ``candidates`` is defined by none of ``files``.
+
+    An id is also accepted when it names a new argument of a ``_target_`` component in one of ``configs``, since
+    the component's constructor rejects an unknown argument itself.
+
+    Args:
+        candidates: ids with ``#`` separators (``train#trainer#max_epochs``).
+        files: the config files whose ids are known.
+        configs: parsed configs whose components may take a new argument.
+
+    Raises:
+        UnknownOverrideError: naming every unknown id, the closest known ones, and the files searched.
+    """
+    known: set[str] = set()
+    for f in files:
+        if Path(f).is_file():
+            known |= config_ids(ConfigParser.load_config_file(f))
+    configs = list(configs)
+    lines = []
     for key in candidates:
         if key in known or key in _RESERVED:
             continue
         parent = key.rsplit(SEP, 1)[0] if SEP in key else None
-        if parent is not None and parent in known and _is_component(merged, parent):
+        if parent is not None and parent in known and any(_is_component(c, parent) for c in configs):
             continue
-        unknown.append(key)
-    if unknown:
-        lines = []
-        for key in unknown:
-            close = _suggest(key, known)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            lines.append(f"  - {key}{hint}")
-        names = ", ".join(str(f.name) for f in files)
+        close = _suggest(key, known)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        lines.append(f"  - {key}{hint}")
+    if lines:
+        names = ", ".join(Path(f).name for f in files)
         raise UnknownOverrideError(
             f"unknown config key(s) for this bundle; no config file ({names}) defines them:\n" + "\n".join(lines)
         )
-    return True
 
 
 def _suggest(key: str, known: set[str], n: int = 3) -> list[str]:

@@ -7,6 +7,7 @@ usable at all.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,17 +71,36 @@ def _cmd_datalist_mri(args: argparse.Namespace) -> int:
     return _finish_datalist(args, datalist)
 
 
+def _override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as a Python literal where it is one, else as text, as ``monai.bundle run``
+    reads ``--KEY VALUE``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
+    from spine_monai.bundle import UnknownOverrideError
     from spine_monai.package import SCHEMA, package_bundle
 
-    path = package_bundle(
-        args.bundle_dir,
-        args.out,
-        ckpt=args.ckpt,
-        schema=args.schema or SCHEMA,
-        onnx=args.onnx,
-        trained_on=args.trained_on,
-    )
+    try:
+        path = package_bundle(
+            args.bundle_dir,
+            args.out,
+            ckpt=args.ckpt,
+            schema=args.schema or SCHEMA,
+            onnx=args.onnx,
+            trained_on=args.trained_on,
+            config_files=args.config,
+            overrides=dict(args.override),
+        )
+    except UnknownOverrideError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
@@ -219,13 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a bundle, export TorchScript and write a zip to share",
         description="Validate configs/metadata.json against the MONAI schema (and that its version "
         "has a changelog entry), export TorchScript and check it against the eager model, then zip "
-        "configs, docs, LICENSE, weights and a data-licence note as <name>_v<version>.zip.",
+        "configs, docs, LICENSE, weights and a data-licence note as <name>_v<version>.zip. A model trained "
+        "with a variant or overrides is packaged with the same --config and --override, which are baked "
+        "into the zip's train, evaluate and inference configs.",
     )
     pk.add_argument("bundle_dir", type=Path, help="the bundle folder")
     pk.add_argument("--out", type=Path, default=Path("dist"), help="zip file or folder (default dist/)")
     pk.add_argument("--ckpt", type=Path, default=None, help="trained weights (default <bundle>/models/model.pt)")
     pk.add_argument("--schema", type=Path, default=None, help="MONAI metadata schema (default: the bundled copy)")
     pk.add_argument("--onnx", action="store_true", help="also export ONNX (needs onnx and onnxruntime)")
+    pk.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help="a variant config file the model was trained with (e.g. configs/attention_unet.json); repeatable",
+    )
+    pk.add_argument(
+        "--override",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override the model was trained with, e.g. \"structures=['Ap_Vertebra']\"; repeatable",
+    )
     pk.add_argument(
         "--trained-on",
         default="synthetic spine data from spine_monai's generator",

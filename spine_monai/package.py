@@ -6,18 +6,28 @@ the eager model, configs, docs, licences and weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 
-__all__ = ["SCHEMA", "package_bundle", "validate_metadata", "export_torchscript"]
+from spine_monai.bundle import bundle_config_files, check_config_ids
+
+__all__ = ["SCHEMA", "EXPORT_ATOL", "package_bundle", "packaged_configs", "validate_metadata"]
 
 SCHEMA = Path(__file__).parent / "resources" / "meta_schema_20240725.json"
+
+# Largest absolute output difference an export may have from the eager model on the example input.
+EXPORT_ATOL = {"torchscript": 1e-4, "onnx": 1e-3}
 
 DATA_LICENSE = """Data licence note
 =================
@@ -55,6 +65,50 @@ def validate_metadata(bundle_dir: str | os.PathLike, schema: str | os.PathLike =
     return meta
 
 
+BAKED_CONFIGS = ("train.json", "evaluate.json", "inference.json")
+
+
+def packaged_configs(
+    bundle_dir: str | os.PathLike,
+    config_files: Sequence[str | os.PathLike] = (),
+    overrides: Mapping[str, object] | None = None,
+) -> dict[str, dict]:
+    """The bundle's train, evaluate and inference configs as a training run used them.
+
+    A model trained with a variant (``--config_file "['train.json','attention_unet.json']"``) or with overrides
+    (``--structures "['Ap_Vertebra']"``) only loads into a network built the same way, so the package bakes them
+    into its configs and the receiver runs the plain ``inference.json``.
+
+    Args:
+        bundle_dir: the bundle folder.
+        config_files: files merged on top of each config, in order: a variant in ``configs/`` or your own.
+        overrides: ids (``#`` or ``::`` separators) and values, as ``monai.bundle run --<id> <value>`` takes them;
+            each is set in every config that holds its parent.
+
+    Returns:
+        config file name -> merged config.
+
+    Raises:
+        ValueError: for a config file that does not exist.
+        UnknownOverrideError: for override ids that no config file of the bundle (or ``config_files``) defines.
+    """
+    bundle_dir = Path(bundle_dir)
+    config_files = [Path(f) for f in config_files]
+    for f in config_files:
+        if not f.is_file():
+            raise ValueError(f"{f}: config file not found")
+    overrides = {k.replace("::", "#"): v for k, v in (overrides or {}).items()}
+    configs = {}
+    for name in BAKED_CONFIGS:
+        parser = ConfigParser(ConfigParser.load_config_files([bundle_dir / "configs" / name, *config_files]))
+        for key, value in overrides.items():
+            if "#" not in key or key.rsplit("#", 1)[0] in parser:
+                parser[key] = value
+        configs[name] = parser.get()
+    check_config_ids(overrides, bundle_config_files(bundle_dir / "configs", config_files), configs.values())
+    return configs
+
+
 def _example_input(meta: dict) -> torch.Tensor:
     spec = meta["network_data_format"]["inputs"]["image"]
     shape = [int(s) for s in spec["spatial_shape"]]
@@ -62,60 +116,113 @@ def _example_input(meta: dict) -> torch.Tensor:
 
 
 def _weights(ckpt: Path) -> tuple[dict, str]:
-    """The network's state dict in ``ckpt`` and its key there (``"model"`` in a training checkpoint, else ``""``)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    return (state["model"], "model") if isinstance(state, dict) and "model" in state else (state, "")
+    """The network's state dict in ``ckpt`` and its key there (``"model"`` in a training checkpoint, else ``""``).
+
+    Raises:
+        ValueError: for a file ``torch.load(weights_only=True)`` refuses (such as a pickle that would run code) or
+            that holds no state dict.
+    """
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{ckpt}: not a weights-only checkpoint, refused by torch.load(weights_only=True): {e}") from e
+    weights, key = (state["model"], "model") if isinstance(state, dict) and "model" in state else (state, "")
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{ckpt}: holds no network state dict (names to tensors), found {type(weights).__name__}")
+    return weights, key
 
 
-def _eager_network(bundle_dir: Path, weights: dict) -> torch.nn.Module:
-    from monai.bundle import ConfigParser
+def _eager_network(config_file: Path, bundle_dir: Path, ckpt: Path, weights: dict) -> torch.nn.Module:
+    """``network_def`` of ``config_file`` with ``weights`` loaded, in eval mode.
 
+    Raises:
+        ValueError: when the weights do not fit the network, naming both and the likely cause.
+    """
     parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser.read_config(str(config_file))
     parser.update({"bundle_root": str(bundle_dir)})
     net = parser.get_parsed_content("network_def")
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    misshaped = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or misshaped:
+        example = (missing or unexpected or misshaped)[0]
+        raise ValueError(
+            f"{ckpt}: the weights do not fit the bundle's network_def ({type(net).__name__}): {len(missing)} "
+            f"missing, {len(unexpected)} unexpected and {len(misshaped)} differently shaped tensors (first: "
+            f"{example}). Package with the variant config files (--config) and overrides (--override) the model "
+            "was trained with."
+        )
     net.load_state_dict(weights)
     return net.eval()
 
 
-def export_torchscript(bundle_dir: Path, ckpt: Path, out: Path, meta: dict, atol: float = 1e-4) -> float:
-    """Export the bundle's ``network_def`` with MONAI's ``ckpt_export`` and check it against the eager model.
-
-    Returns:
-        the largest absolute difference between TorchScript and eager outputs on a fixed random input.
+def _check_io(net: torch.nn.Module, x: torch.Tensor, meta: dict, meta_file: Path) -> torch.Tensor:
+    """The network's output for ``x``, checked against the outputs ``network_data_format`` describes.
 
     Raises:
-        ValueError: when the outputs differ by more than ``atol``.
+        ValueError: when the network does not take ``x`` or gives another number of output channels.
+    """
+    try:
+        with torch.no_grad():
+            y = net(x)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(
+            f"{meta_file}: the network does not take the input network_data_format describes "
+            f"(shape {list(x.shape)}): {e}; describe this model's input in the metadata"
+        ) from e
+    want = int(meta["network_data_format"]["outputs"]["pred"]["num_channels"])
+    if y.shape[1] != want:
+        raise ValueError(
+            f"{meta_file}: network_data_format says {want} output channels, the network gives {y.shape[1]}; "
+            "describe this model's outputs (num_channels, channel_def) in the metadata"
+        )
+    return y
+
+
+def _export_torchscript(
+    config_file: Path, bundle_dir: Path, ckpt: Path, key: str, out: Path, x: torch.Tensor, eager: torch.Tensor
+) -> float:
+    """Export ``network_def`` of ``config_file`` with MONAI's ``ckpt_export`` and compare it with ``eager``.
+
+    Returns:
+        the largest absolute difference between the TorchScript and eager outputs for ``x``.
+
+    Raises:
+        ValueError: when it exceeds ``EXPORT_ATOL["torchscript"]``.
     """
     from monai.bundle import ckpt_export
 
-    weights, key = _weights(ckpt)
     ckpt_export(
         net_id="network_def",
         filepath=str(out),
         ckpt_file=str(ckpt),
         meta_file=str(bundle_dir / "configs" / "metadata.json"),
-        config_file=str(bundle_dir / "configs" / "inference.json"),
+        config_file=str(config_file),
         key_in_ckpt=key,
         bundle_root=str(bundle_dir),
     )
-    x = _example_input(meta)
     with torch.no_grad():
-        eager = _eager_network(bundle_dir, weights)(x)
-        scripted = torch.jit.load(str(out))(x)
-    diff = float((eager - scripted).abs().max())
-    if diff > atol:
-        raise ValueError(f"TorchScript output differs from eager by {diff:.3g} (> {atol})")
+        diff = float((torch.jit.load(str(out))(x) - eager).abs().max())
+    if diff > EXPORT_ATOL["torchscript"]:
+        raise ValueError(f"TorchScript output differs from eager by {diff:.3g} (> {EXPORT_ATOL['torchscript']})")
     return diff
 
 
-def _export_onnx(bundle_dir: Path, ckpt: Path, out: Path, meta: dict, atol: float = 1e-3) -> float:
+def _export_onnx(net: torch.nn.Module, out: Path, x: torch.Tensor, eager: torch.Tensor) -> float:
+    """Export ``net`` to ONNX with a free batch axis and compare onnxruntime's output with ``eager``.
+
+    Returns:
+        the largest absolute difference for ``x``.
+
+    Raises:
+        ValueError: without onnx and onnxruntime, or when the difference exceeds ``EXPORT_ATOL["onnx"]``.
+    """
     try:
         import onnxruntime
     except ImportError as e:
         raise ValueError("--onnx needs the onnx and onnxruntime packages: pip install onnx onnxruntime") from e
-    net = _eager_network(bundle_dir, _weights(ckpt)[0])
-    x = _example_input(meta)
     torch.onnx.export(
         net,
         (x,),
@@ -126,11 +233,9 @@ def _export_onnx(bundle_dir: Path, ckpt: Path, out: Path, meta: dict, atol: floa
         dynamo=False,
     )
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        eager = net(x).numpy()
-    diff = float(np.abs(session.run(None, {"image": x.numpy()})[0] - eager).max())
-    if diff > atol:
-        raise ValueError(f"ONNX output differs from eager by {diff:.3g} (> {atol})")
+    diff = float(np.abs(session.run(None, {"image": x.numpy()})[0] - eager.numpy()).max())
+    if diff > EXPORT_ATOL["onnx"]:
+        raise ValueError(f"ONNX output differs from eager by {diff:.3g} (> {EXPORT_ATOL['onnx']})")
     return diff
 
 
@@ -141,8 +246,13 @@ def package_bundle(
     schema: str | os.PathLike = SCHEMA,
     onnx: bool = False,
     trained_on: str = "synthetic spine data from spine_monai's generator",
+    config_files: Sequence[str | os.PathLike] = (),
+    overrides: Mapping[str, object] | None = None,
 ) -> Path:
     """Validate, export and zip a bundle.
+
+    The zip's ``configs/metadata.json`` gains a ``packaged`` record: date, spine-monai version, the checkpoint's
+    SHA-256, the config files and overrides baked in, and each export's largest difference from the eager model.
 
     Args:
         bundle_dir: the bundle folder (``configs/``, ``docs/``, ``LICENSE``, ``models/``).
@@ -151,14 +261,21 @@ def package_bundle(
         schema: the MONAI metadata schema file.
         onnx: also export ONNX and check it with onnxruntime.
         trained_on: what the weights were trained on, for the data-licence note.
+        config_files: variant files the model was trained with, baked into the packaged configs
+            (see :py:func:`packaged_configs`).
+        overrides: config overrides the model was trained with, baked in the same way.
 
     Returns:
         the zip's path.
 
     Raises:
-        ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, or exports that
-            do not match the eager model.
+        ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, weights that do not
+            fit the network, a network whose input or outputs differ from the metadata, or exports that do not match
+            the eager model.
+        UnknownOverrideError: for an override no config of the bundle defines.
     """
+    from spine_monai import __version__
+
     bundle_dir = Path(bundle_dir).resolve()
     meta = validate_metadata(bundle_dir, schema)
     name = bundle_dir.name
@@ -168,24 +285,54 @@ def package_bundle(
     ckpt = Path(ckpt) if ckpt else bundle_dir / "models" / "model.pt"
     if not ckpt.is_file():
         raise ValueError(f"{ckpt}: no trained weights to package; train first or pass --ckpt")
+    configs = packaged_configs(bundle_dir, config_files, overrides)
+    baked = bool(config_files or overrides)
     out = Path(out)
     zip_path = out / f"{name}_v{meta['version']}.zip" if out.is_dir() or not out.suffix else out
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        export_torchscript(bundle_dir, ckpt, tmp / "model.ts", meta)
+        staged = tmp / "configs"
+        staged.mkdir()
+        for config_name, config in configs.items():
+            (staged / config_name).write_text(json.dumps(config, indent=4) + "\n")
+        weights, key = _weights(ckpt)
+        net = _eager_network(staged / "inference.json", bundle_dir, ckpt, weights)
+        x = _example_input(meta)
+        eager = _check_io(net, x, meta, bundle_dir / "configs" / "metadata.json")
+        models = tmp / "models"
+        models.mkdir()
+        ts = _export_torchscript(staged / "inference.json", bundle_dir, ckpt, key, models / "model.ts", x, eager)
+        diffs = {"torchscript": ts}
         if onnx:
-            _export_onnx(bundle_dir, ckpt, tmp / "model.onnx", meta)
+            diffs["onnx"] = _export_onnx(net, models / "model.onnx", x, eager)
+        meta["packaged"] = {
+            "date": date.today().isoformat(),
+            "spine_monai_version": __version__,
+            "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+            "config_files": [Path(f).name for f in config_files],
+            "overrides": dict(overrides or {}),
+            "export_max_abs_diff": diffs,
+        }
         partial = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for folder in ("configs", "docs"):
-                for f in sorted((bundle_dir / folder).rglob("*")):
-                    if f.is_file() and "__pycache__" not in f.parts:
-                        zf.write(f, f"{name}/{f.relative_to(bundle_dir).as_posix()}")
-            zf.write(bundle_dir / "LICENSE", f"{name}/LICENSE")
-            zf.write(ckpt, f"{name}/models/model.pt")
-            for f in sorted(tmp.iterdir()):
-                zf.write(f, f"{name}/models/{f.name}")
-            zf.writestr(f"{name}/DATA_LICENSE.txt", DATA_LICENSE.format(trained_on=trained_on))
-        os.replace(partial, zip_path)
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for folder in ("configs", "docs"):
+                    for f in sorted((bundle_dir / folder).rglob("*")):
+                        if f.is_file() and "__pycache__" not in f.parts:
+                            arcname = f"{name}/{f.relative_to(bundle_dir).as_posix()}"
+                            if f.parent.name == "configs" and f.name == "metadata.json":
+                                zf.writestr(arcname, json.dumps(meta, indent=4, default=str) + "\n")
+                            elif f.parent.name == "configs" and f.name in configs and baked:
+                                zf.write(staged / f.name, arcname)
+                            else:
+                                zf.write(f, arcname)
+                zf.write(bundle_dir / "LICENSE", f"{name}/LICENSE")
+                zf.write(ckpt, f"{name}/models/model.pt")
+                for f in sorted(models.iterdir()):
+                    zf.write(f, f"{name}/models/{f.name}")
+                zf.writestr(f"{name}/DATA_LICENSE.txt", DATA_LICENSE.format(trained_on=trained_on))
+            os.replace(partial, zip_path)
+        finally:
+            partial.unlink(missing_ok=True)
     return zip_path

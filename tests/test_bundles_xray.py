@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,9 +19,10 @@ from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify
 from PIL import Image
 
 from spine_monai.bundle import UnknownOverrideError
+from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
-from spine_monai.package import package_bundle
+from spine_monai.package import SCHEMA, package_bundle
 
 BUNDLES = {"AP": REPO / "bundles" / "spine_xray_ap_seg", "LAT": REPO / "bundles" / "spine_xray_lat_seg"}
 FAST = {"num_workers": 0, "progress_bar": False, "batch_size": 2}
@@ -371,3 +373,81 @@ def test_package_refuses_bad_metadata(trained, tmp_path):
         package_bundle(bundle, tmp_path, ckpt=trained["AP"] / "models" / "model.pt")
     with pytest.raises(ValueError, match="no trained weights to package"):
         package_bundle(BUNDLES["AP"], tmp_path)
+
+
+def test_package_exports_onnx_that_matches_eager(trained, tmp_path):
+    import onnxruntime
+
+    ckpt = trained["AP"] / "models" / "model.pt"
+    zip_path = package_bundle(BUNDLES["AP"], tmp_path / "dist", ckpt=ckpt, onnx=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "x")
+    bundle = tmp_path / "x" / "spine_xray_ap_seg"
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    packaged = meta["packaged"]
+    assert packaged["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert set(packaged["export_max_abs_diff"]) == {"torchscript", "onnx"}
+    verify_metadata(meta_file=str(bundle / "configs/metadata.json"), filepath=str(SCHEMA))
+    parser = ConfigParser()
+    parser.read_config(_cfg("AP", "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(ckpt, weights_only=True))
+    net.eval()
+    x = torch.rand(3, 1, 384, 256, generator=torch.Generator().manual_seed(1))  # another batch size than the export's
+    session = onnxruntime.InferenceSession(str(bundle / "models/model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], net(x).numpy(), atol=1e-3)
+
+
+def _random_weights(path, *config_files, **overrides):
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files])
+    parser.update(overrides)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    return path
+
+
+def test_package_bakes_the_variant_and_overrides_a_model_was_trained_with(xray_root, tmp_path):
+    configs = BUNDLES["AP"] / "configs"
+    variant = configs / "attention_unet.json"
+    ckpt = _random_weights(tmp_path / "attention.pt", configs / "inference.json", variant)
+    with pytest.raises(ValueError, match=r"attention\.pt: the weights do not fit the bundle's network_def \(UNet\)"):
+        package_bundle(BUNDLES["AP"], tmp_path, ckpt=ckpt)
+    with pytest.raises(UnknownOverrideError, match=r"- num_worker \(did you mean "):
+        package_bundle(BUNDLES["AP"], tmp_path, ckpt=ckpt, config_files=[variant], overrides={"num_worker": 0})
+
+    overrides = {"num_workers": 0, "train#trainer#max_epochs": 7}
+    zip_path = package_bundle(BUNDLES["AP"], tmp_path / "dist", ckpt=ckpt, config_files=[variant], overrides=overrides)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "x")
+    bundle = tmp_path / "x" / "spine_xray_ap_seg"
+    inference = json.loads((bundle / "configs/inference.json").read_text())
+    train = json.loads((bundle / "configs/train.json").read_text())
+    evaluate = json.loads((bundle / "configs/evaluate.json").read_text())
+    assert {c["network_def"]["_target_"] for c in (inference, train, evaluate)} == {"AttentionUnet"}
+    assert inference["num_workers"] == train["num_workers"] == evaluate["num_workers"] == 0
+    assert train["train"]["trainer"]["max_epochs"] == 7 and "train" not in evaluate
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    assert meta["packaged"]["config_files"] == ["attention_unet.json"] and meta["packaged"]["overrides"] == overrides
+
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(xray_root / "Normal/ID (1)/AP/AP.jpg", films / "patient_b.jpg")
+    run(
+        config_file=str(bundle / "configs/inference.json"),
+        bundle_root=str(bundle),
+        dataset_dir=str(films),
+        output_dir=str(tmp_path / "out"),
+    )
+    assert (tmp_path / "out/predictions/patient_b/Ap_Vertebra.png").is_file()
+
+
+def test_package_refuses_a_model_the_metadata_does_not_describe(tmp_path, capsys):
+    configs = BUNDLES["AP"] / "configs"
+    ckpt = _random_weights(tmp_path / "one.pt", configs / "inference.json", structures=["Ap_Vertebra"])
+    args = ["package", str(BUNDLES["AP"]), "--ckpt", str(ckpt), "--out", str(tmp_path / "dist")]
+    assert main([*args, "--override", "structures=['Ap_Vertebra']"]) == 2
+    assert "network_data_format says 3 output channels, the network gives 1" in capsys.readouterr().err
+    assert main([*args, "--override", "structure=['Ap_Vertebra']"]) == 2
+    assert "- structure (did you mean" in capsys.readouterr().err
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())

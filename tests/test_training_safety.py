@@ -14,6 +14,7 @@ from conftest import REPO, raises_in_chain, small_run_args
 from monai.bundle import run
 
 from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.package import package_bundle
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
 
@@ -99,6 +100,8 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(xray_root, datalist, t
             ckpt_path=str(evil),
             num_workers=0,
         )
+    with pytest.raises(ValueError, match=r"model\.pt: not a weights-only checkpoint, refused by torch\.load"):
+        package_bundle(AP.parent, tmp_path / "dist", ckpt=evil)
     assert not marker.exists(), "loading the checkpoint executed code"
 
 
