@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench bench-synth bench-xray bench-mri bench-cls bench-measure gpu-wheels
+.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-mri bench-cls bench-measure gpu-wheels
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-measure: install
 
 bench: install
 	$(BIN)/python -m pipelines.bench
+
+# Channels first against channels last, the bare training step in interleaved pairs (the CPU default's evidence).
+bench-layout: install
+	$(BIN)/python -m pipelines.bench_layout
 
 # Wheels of the packages a lent GPU machine lacks (it has PyTorch, Python 3.12 and no registry), at this venv's
 # versions, for pipelines/gpu_check.sh; .whl is git-ignored and carried to the machine.

@@ -23,11 +23,12 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 Like the bundles' training, it first keeps memory freed by the C allocator for reuse
 (:func:`spine_monai.runtime.keep_freed_memory`); ``--system-allocator`` leaves the allocator as it is, for comparison.
 
-``--variants`` adds rows for the bundles' GPU options, each trained with its own overrides: ``channels_last``
-(weights and batches in NHWC), ``cache_on_device`` (the cache held on the training device, the loader in the main
-process) and ``cache_on_device_thread`` (the same, batches fetched by MONAI's ``ThreadDataLoader``). On a GPU all
-four rows are measured by default, on a CPU only ``default``. Inference is measured for ``default`` only: the options
-change training.
+``--variants`` adds rows for the bundles' layout and cache options, each trained with its own overrides:
+``channels_last`` (weights and batches in NHWC, the default on a CPU), ``channels_first`` (the default on a GPU),
+``cache_on_device`` (the cache held on the training device, the loader in the main process) and
+``cache_on_device_thread`` (the same, batches fetched by MONAI's ``ThreadDataLoader``). On a GPU ``default``,
+``channels_last`` and both cache rows are measured by default, on a CPU only ``default``. Inference is measured for
+``default`` only: the options change training.
 
 The table is printed and written to ``bench.json``. "Images" are training samples: films for X-ray, 2D slices
 for MRI.
@@ -61,13 +62,18 @@ from spine_monai.runtime import keep_freed_memory
 
 WARMUP = 3
 SEED = 99
+# The synthetic sets' sizes: 192 films and 48 volumes train, so that the measured iterations fit in one epoch.
+XRAY_CASES, MRI_CASES = 240, 60
 # Overrides of each benchmarked variant of the bundles' training.
 VARIANTS = {
     "default": {},
     "channels_last": {"channels_last": True},
+    "channels_first": {"channels_last": False},
     "cache_on_device": {"cache_on_device": True},
     "cache_on_device_thread": {"cache_on_device": True, "train#dataloader#_target_": "ThreadDataLoader"},
 }
+# Measured on a GPU unless --variants says otherwise; there the default is channels first.
+GPU_VARIANTS = ["default", "channels_last", "cache_on_device", "cache_on_device_thread"]
 
 
 def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
@@ -126,7 +132,7 @@ class BareLoop:
         return time.perf_counter() - start
 
 
-def _one_batch_parser(parser: ConfigParser) -> ConfigParser:
+def one_batch_parser(parser: ConfigParser) -> ConfigParser:
     """A copy of ``parser`` whose training set is one batch of records: caching the whole set takes a minute, and
     the bare and engine loops only need one batch."""
     subset = ConfigParser(copy.deepcopy(parser.config))
@@ -138,7 +144,7 @@ def _one_batch_parser(parser: ConfigParser) -> ConfigParser:
 
 
 def _one_batch(parser: ConfigParser) -> dict:
-    return next(iter(_one_batch_parser(parser).get_parsed_content("train#dataloader")))
+    return next(iter(one_batch_parser(parser).get_parsed_content("train#dataloader")))
 
 
 def trainer_rate(
@@ -196,7 +202,7 @@ def trainer_rate(
 def engine_rate(parser: ConfigParser, iterations: int, bare_block: int = 0) -> tuple[float, float | None]:
     """Images/s of the bundle's trainer fed one collated batch ``iterations + WARMUP`` times (no data work), and of
     the bare loop between its blocks as in :func:`trainer_rate`."""
-    parser = _one_batch_parser(parser)
+    parser = one_batch_parser(parser)
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     return trainer_rate(parser, iterations, data=[batch] * (iterations + WARMUP), bare_block=bare_block)
 
@@ -288,6 +294,27 @@ def _measure(
     return row
 
 
+def machine() -> str:
+    """CPUs, architecture, torch build and GPU, for a result file."""
+    gpu = "CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, {gpu}"
+
+
+def add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--xray-cases`` and ``--mri-cases``: the sizes of the synthetic sets in ``--out``."""
+    parser.add_argument("--xray-cases", type=int, default=XRAY_CASES, help=f"synthetic X-ray patients ({XRAY_CASES})")
+    parser.add_argument("--mri-cases", type=int, default=MRI_CASES, help=f"synthetic MRI volumes ({MRI_CASES})")
+
+
+def synthetic_sets(out: Path, xray_cases: int, mri_cases: int) -> dict[str, tuple[str, Path]]:
+    """The benchmark's X-ray and MRI sets in ``out`` (made on first use), as name -> (bundle, root); each set's
+    datalist is ``out/<name>_datalist.json``."""
+    return {
+        "xray": ("spine_xray_ap_seg", _synthetic(out, "xray", xray_cases, write_xray_dataset, build_xray_datalist)),
+        "mri": ("spine_mri_seg", _synthetic(out, "mri", mri_cases, write_mri_dataset, build_mri_datalist)),
+    }
+
+
 def _synthetic(out: Path, name: str, cases: int, write, build) -> Path:
     """The synthetic set ``out/name`` and its datalist, generated once; another size needs another ``--out``."""
 
@@ -306,8 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--block", type=int, default=5, help="trainer iterations between bare blocks (default 5)")
     # Enough for the measured iterations to fit in one epoch at the default 20: a DataLoader restarting every few
     # batches (as with a handful of cases) stalls the trainer at each restart, which a real data set does not.
-    parser.add_argument("--xray-cases", type=int, default=240, help="synthetic X-ray patients (default 240)")
-    parser.add_argument("--mri-cases", type=int, default=60, help="synthetic MRI volumes (default 60)")
+    add_set_arguments(parser)
     parser.add_argument(
         "--system-allocator",
         action="store_true",
@@ -322,10 +348,10 @@ def main(argv=None) -> int:
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        help="training variants to measure (default: all on a GPU, 'default' on a CPU)",
+        help=f"training variants to measure (default on a GPU: {' '.join(GPU_VARIANTS)}; on a CPU: default)",
     )
     args = parser.parse_args(argv)
-    variants = args.variants or (list(VARIANTS) if torch.cuda.is_available() else ["default"])
+    variants = args.variants or (GPU_VARIANTS if torch.cuda.is_available() else ["default"])
     if min(args.iterations, args.rounds, args.block) < 1:
         parser.error("--iterations, --rounds and --block must be at least 1")
     if args.cache_workers is not None and args.cache_workers < 1:
@@ -333,16 +359,15 @@ def main(argv=None) -> int:
     # The bundles apply this in their train `initialize`, which the benchmark does not run.
     kept = keep_freed_memory(not args.system_allocator)
     out = args.out.resolve()
-    xray = _synthetic(out, "xray", args.xray_cases, write_xray_dataset, build_xray_datalist)
-    mri = _synthetic(out, "mri", args.mri_cases, write_mri_dataset, build_mri_datalist)
+    sets = synthetic_sets(out, args.xray_cases, args.mri_cases)
     common = {"progress_bar": False, "val_interval": 10**6}
     if args.cache_workers is not None:
         common.update(
             {"train#dataset#num_workers": args.cache_workers, "validate#dataset#num_workers": args.cache_workers}
         )
-    cases = {"xray_ap": ("xray", "spine_xray_ap_seg", xray), "mri": ("mri", "spine_mri_seg", mri)}
     rows = {}
-    for key, (name, bundle, root) in cases.items():
+    for key, name in (("xray_ap", "xray"), ("mri", "mri")):
+        bundle, root = sets[name]
         data = {"dataset_dir": str(root), "datalist": str(out / f"{name}_datalist.json")}
         train = {**common, **data, "output_dir": str(out / f"{name}_run")}
         for variant in variants:
@@ -362,8 +387,7 @@ def main(argv=None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, "
-        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+        "machine": machine(),
         "iterations": args.iterations,
         "rounds": args.rounds,
         "block": args.block,

@@ -20,7 +20,6 @@ interval checkpoint (``models/checkpoint_epoch=N.pt``) resumes training with the
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import os
@@ -43,7 +42,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.common import BUNDLES, REPO, bundle_command, config_files
-from spine_monai.bundle import config_ids
+from spine_monai.bundle import config_ids, parse_override
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_datalist, write_datalist
 from spine_monai.errors import DataError
 from spine_monai.handlers import latest_checkpoint
@@ -236,17 +235,14 @@ def experiment_parser(
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
-    """``KEY=VALUE`` strings as a dict; values are Python literals where they parse as one, else strings."""
+    """``KEY=VALUE`` strings as a dict (:func:`spine_monai.bundle.parse_override`)."""
     out = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: override {item!r} is not KEY=VALUE")
         try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        out[key.strip()] = value
+            key, value = parse_override(item)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from e
+        out[key] = value
     return out
 
 

@@ -7,6 +7,7 @@ that such a typo stops the run with the list of unknown keys and the closest kno
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import os
@@ -21,6 +22,7 @@ __all__ = [
     "check_config_ids",
     "bundle_config_files",
     "as_bool",
+    "parse_override",
     "class_names",
     "UnknownOverrideError",
 ]
@@ -193,6 +195,28 @@ def as_bool(value) -> bool:
     if text in ("false", "no", "off", "0", ""):
         return False
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """A ``KEY=VALUE`` override from a command line, with VALUE read as ``monai.bundle run --KEY VALUE`` reads it.
+
+    Args:
+        text: e.g. ``spatial_size=[256, 160]`` or ``network_def#_target_=AttentionUnet``.
+
+    Returns:
+        (key, value): the value as a Python literal where it parses as one (``[256, 160]``, ``0.5``, ``True``), else
+        the text itself.
+
+    Raises:
+        ValueError: when ``text`` has no ``=`` or no key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip(), value
 
 
 def class_names(label_map: dict[str, int]) -> list[str]:

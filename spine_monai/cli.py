@@ -7,7 +7,6 @@ usable at all.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,15 +71,12 @@ def _cmd_datalist_mri(args: argparse.Namespace) -> int:
 
 
 def _override(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as a Python literal where it is one, else as text, as ``monai.bundle run``
-    reads ``--KEY VALUE``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    from spine_monai.bundle import parse_override
+
     try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+        return parse_override(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _cmd_package(args: argparse.Namespace) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
+import torch
 
 from pipelines import bench
 
@@ -79,3 +81,33 @@ def test_gpu_option_rows(tmp_path, capsys):
         assert all(row[k] > 0 for k in RATES), name
         assert row["inference_s_per_input"] is None, name
     assert "xray+channels_last" in capsys.readouterr().out
+
+
+def test_layout_pairs_alternate_the_two_layouts(tmp_path, monkeypatch, capsys):
+    """Each network is timed in both layouts, in pairs whose order alternates, and the speed-ups are those pairs'."""
+    from pipelines import bench_layout
+
+    layouts: list[str] = []
+    run = bench.BareLoop.run
+
+    def recording(self, steps):
+        convs = [m.weight for m in self.network.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+        nhwc = all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+        layouts.append("channels_last" if nhwc else "channels_first")
+        return run(self, steps)
+
+    monkeypatch.setattr(bench.BareLoop, "run", recording)
+    args = ["--out", str(tmp_path), "--pairs", "3", "--steps", "1", "--xray-cases", "6", "--mri-cases", "3"]
+    assert bench_layout.main(args) == 0
+    first, last = "channels_first", "channels_last"
+    per_network = [first, last, first, last, last, first, first, last]  # warm-up, then 3 alternating pairs
+    assert layouts == per_network * 2
+    rows = json.loads((tmp_path / "layout.json").read_text())["results"]
+    assert set(rows) == {"xray", "mri"}
+    for row in rows.values():
+        assert len(row["speedups"]) == 3 and row["speedup"] == statistics.median(row["speedups"])
+        assert row["channels_last_faster"] == sum(r > 1 for r in row["speedups"])
+        assert row["channels_first_step_s"] > 0 and row["batch"] >= 1
+    assert "channels last x" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_layout.main([*args, "--ap-variants", "no_such_variant.json"])

@@ -18,7 +18,7 @@ from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_ch
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from spine_monai.bundle import UnknownOverrideError
+from spine_monai.bundle import UnknownOverrideError, parse_override
 from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
@@ -375,6 +375,17 @@ def test_package_refuses_bad_metadata(trained, tmp_path):
         package_bundle(BUNDLES["AP"], tmp_path)
 
 
+def test_overrides_are_read_as_monai_bundle_reads_them():
+    assert parse_override("spatial_size=[256, 160]") == ("spatial_size", [256, 160])
+    assert parse_override("network_def#_target_=AttentionUnet") == ("network_def#_target_", "AttentionUnet")
+    assert parse_override("progress_bar=False") == ("progress_bar", False)
+    assert parse_override("learning_rate=5e-4") == ("learning_rate", 5e-4)
+    assert parse_override("ckpt_path=/a/b=c.pt") == ("ckpt_path", "/a/b=c.pt")
+    for bad in ("structures", "=3", " =3"):
+        with pytest.raises(ValueError, match="is not KEY=VALUE"):
+            parse_override(bad)
+
+
 def test_package_exports_onnx_that_matches_eager(trained, tmp_path):
     import onnxruntime
 
@@ -450,4 +461,7 @@ def test_package_refuses_a_model_the_metadata_does_not_describe(tmp_path, capsys
     assert "network_data_format says 3 output channels, the network gives 1" in capsys.readouterr().err
     assert main([*args, "--override", "structure=['Ap_Vertebra']"]) == 2
     assert "- structure (did you mean" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--override", "structures"])
+    assert "override 'structures' is not KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())

@@ -1,9 +1,11 @@
-"""The segmentation bundles' GPU options, channels_last and cache_on_device: each must train the same model.
+"""The segmentation bundles' layout and cache options, channels_last and cache_on_device: each must train the same
+model.
 
-Whether either speeds training is for ``make bench`` on a GPU. Here each option's first steps must give the
-default's losses: up to float rounding for channels last (another order of summation), exactly for the cache on a
-CPU (where it already is). The CUDA cases run where a GPU is (``pipelines/gpu_check.sh``); there AMP is on, as the
-bundles set it, and the tolerance is that of float16.
+Channels last is the default on a CPU (faster there, ``docs/performance.md``); whether either option speeds training
+on a GPU is for ``make bench`` there. Here each option's first steps must give the losses of the plain training
+(channels first, host cache): up to float rounding for channels last (another order of summation), exactly for the
+cache on a CPU (where it already is). The CUDA cases run where a GPU is (``pipelines/gpu_check.sh``); there AMP is
+on, as the bundles set it, and the tolerance is that of float16.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from spine_monai.data import (
     write_datalist,
 )
 from spine_monai.data.synth_mri import write_mri_dataset
-from spine_monai.runtime import memory_format
+from spine_monai.runtime import channels_last_by_default, memory_format
 from spine_monai.transforms import AugmentBatch, RandSpatialBatchd
 
 SEG_BUNDLES = ("spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg")
 ITERATIONS = 3
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
-# Relative tolerance on the losses of an option against the default's, by device.
+# Relative tolerance on the losses of an option against the plain training's, by device.
 RTOL = {"cpu": 1e-4, "cuda": 1e-2}
+# Channels first and the cache on the host: the training each option is compared with.
+PLAIN = {"channels_last": False, "cache_on_device": False}
 
 
 def test_memory_format_choices():
@@ -44,6 +48,20 @@ def test_memory_format_choices():
         memory_format(True, spatial_dims=1)
     with pytest.raises(ValueError, match="boolean"):
         memory_format("sometimes")
+
+
+def test_channels_last_is_the_default_on_a_cpu_only():
+    assert channels_last_by_default("cpu") and channels_last_by_default(torch.device("cpu"))
+    assert not channels_last_by_default("cuda:0") and not channels_last_by_default(torch.device("cuda", 1))
+    for bundle in SEG_BUNDLES:
+        for device, layout in (("cpu", torch.channels_last), ("cuda:0", torch.preserve_format)):
+            parser = ConfigParser()
+            parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+            parser.update({"device": f"$torch.device('{device}')"})
+            assert parser.get_parsed_content("memory_format") is layout, (bundle, device)
+            assert parser.get_parsed_content("train#trainer#to_kwargs") == {"memory_format": layout}, (bundle, device)
+            parser["channels_last"] = "false"
+            assert parser.get_parsed_content("memory_format", lazy=False) is torch.preserve_format, (bundle, device)
 
 
 def test_augment_batch_hands_the_network_the_layout_asked_for():
@@ -130,13 +148,14 @@ def _train(bundle: str, overrides: dict, out, device: str = "cpu") -> tuple[list
 
 
 @pytest.fixture(scope="module")
-def default_losses(datasets, tmp_path_factory):
-    """The default training's losses by (bundle, device), trained once for both options' tests."""
+def plain_losses(datasets, tmp_path_factory):
+    """The plain training's losses by (bundle, device), trained once for both options' tests."""
     cache: dict[tuple[str, str], list[float]] = {}
 
     def losses(bundle: str, device: str) -> list[float]:
         if (bundle, device) not in cache:
-            cache[bundle, device] = _train(bundle, datasets[bundle], tmp_path_factory.mktemp("default"), device)[0]
+            out = tmp_path_factory.mktemp("plain")
+            cache[bundle, device] = _train(bundle, {**datasets[bundle], **PLAIN}, out, device)[0]
         return cache[bundle, device]
 
     return losses
@@ -148,9 +167,10 @@ def _nhwc(t: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bundle", ["spine_xray_ap_seg", "spine_mri_seg"])
-def test_channels_last_trains_the_same_model(bundle, device, datasets, default_losses, tmp_path):
-    base = default_losses(bundle, device)
-    losses, trainer, inputs = _train(bundle, {**datasets[bundle], "channels_last": "true"}, tmp_path / "nhwc", device)
+def test_channels_last_trains_the_same_model(bundle, device, datasets, plain_losses, tmp_path):
+    base = plain_losses(bundle, device)
+    overrides = {**datasets[bundle], **PLAIN, "channels_last": "true"}
+    losses, trainer, inputs = _train(bundle, overrides, tmp_path / "nhwc", device)
     # With one channel (the X-ray film, the first convolution's weight) both layouts are the same.
     convs = [m.weight for m in trainer.network.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(_nhwc(w) for w in convs) and not any(w.is_contiguous() for w in convs if w.shape[1] > 1)
@@ -162,9 +182,10 @@ def test_channels_last_trains_the_same_model(bundle, device, datasets, default_l
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bundle", ["spine_xray_ap_seg", "spine_mri_seg"])
-def test_cache_on_device_trains_the_same_model(bundle, device, datasets, default_losses, tmp_path):
-    base = default_losses(bundle, device)
-    losses, trainer, _ = _train(bundle, {**datasets[bundle], "cache_on_device": True}, tmp_path / "cached", device)
+def test_cache_on_device_trains_the_same_model(bundle, device, datasets, plain_losses, tmp_path):
+    base = plain_losses(bundle, device)
+    overrides = {**datasets[bundle], **PLAIN, "cache_on_device": True}
+    losses, trainer, _ = _train(bundle, overrides, tmp_path / "cached", device)
     dataset = trainer.data_loader.dataset
     chain = dataset.transform.transforms if isinstance(dataset.transform, Compose) else ()
     assert any(isinstance(t, ToDeviced) for t in chain), "the cached chain does not end on the device"
