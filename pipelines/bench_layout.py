@@ -27,7 +27,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipelines.bench import BareLoop, add_set_arguments, machine, one_batch_parser, synthetic_sets
-from pipelines.common import REPO, config_files
+from pipelines.common import BUNDLES, REPO, config_files
 from spine_monai.runtime import keep_freed_memory
 
 LAYOUTS = {"channels_first": False, "channels_last": True}
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.pairs, args.steps) < 1:
         parser.error("--pairs and --steps must be at least 1")
-    ap_configs = Path(config_files("spine_xray_ap_seg", "train.json")[0]).parent
+    ap_configs = BUNDLES / "spine_xray_ap_seg" / "configs"
     missing = [v for v in args.ap_variants if not (ap_configs / v).is_file()]
     if missing:
         parser.error(f"no such AP variant config in {ap_configs}: {', '.join(missing)}")

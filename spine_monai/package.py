@@ -28,6 +28,8 @@ SCHEMA = Path(__file__).parent / "resources" / "meta_schema_20240725.json"
 
 # Largest absolute output difference an export may have from the eager model on the example input.
 EXPORT_ATOL = {"torchscript": 1e-4, "onnx": 1e-3}
+# The configs a variant or overrides are baked into.
+BAKED_CONFIGS = ("train.json", "evaluate.json", "inference.json")
 
 DATA_LICENSE = """Data licence note
 =================
@@ -65,9 +67,6 @@ def validate_metadata(bundle_dir: str | os.PathLike, schema: str | os.PathLike =
     return meta
 
 
-BAKED_CONFIGS = ("train.json", "evaluate.json", "inference.json")
-
-
 def packaged_configs(
     bundle_dir: str | os.PathLike,
     config_files: Sequence[str | os.PathLike] = (),
@@ -83,13 +82,14 @@ def packaged_configs(
         bundle_dir: the bundle folder.
         config_files: files merged on top of each config, in order: a variant in ``configs/`` or your own.
         overrides: ids (``#`` or ``::`` separators) and values, as ``monai.bundle run --<id> <value>`` takes them;
-            each is set in every config that holds its parent.
+            each is set in every config that holds it (a top-level key) or its parent (a nested id).
 
     Returns:
         config file name -> merged config.
 
     Raises:
-        ValueError: for a config file that does not exist.
+        ValueError: for a config file that does not exist, or an override that none of these configs holds (a key
+            only ``multi_gpu_train.json`` defines).
         UnknownOverrideError: for override ids that no config file of the bundle (or ``config_files``) defines.
     """
     bundle_dir = Path(bundle_dir)
@@ -98,15 +98,23 @@ def packaged_configs(
         if not f.is_file():
             raise ValueError(f"{f}: config file not found")
     overrides = {k.replace("::", "#"): v for k, v in (overrides or {}).items()}
-    configs = {}
-    for name in BAKED_CONFIGS:
-        parser = ConfigParser(ConfigParser.load_config_files([bundle_dir / "configs" / name, *config_files]))
-        for key, value in overrides.items():
-            if "#" not in key or key.rsplit("#", 1)[0] in parser:
-                parser[key] = value
-        configs[name] = parser.get()
-    check_config_ids(overrides, bundle_config_files(bundle_dir / "configs", config_files), configs.values())
-    return configs
+    parsers = {
+        name: ConfigParser(ConfigParser.load_config_files([bundle_dir / "configs" / name, *config_files]))
+        for name in BAKED_CONFIGS
+    }
+    files = bundle_config_files(bundle_dir / "configs", config_files)
+    check_config_ids(overrides, files, [parser.get() for parser in parsers.values()])
+    unplaced = []
+    for key, value in overrides.items():
+        # A top-level key goes where it is defined, a nested id where its parent is (a new argument of a component too).
+        targets = [p for p in parsers.values() if (key.rsplit("#", 1)[0] if "#" in key else key) in p]
+        if not targets:
+            unplaced.append(key)
+        for parser in targets:
+            parser[key] = value
+    if unplaced:
+        raise ValueError(f"override(s) {', '.join(unplaced)} set nothing in {', '.join(BAKED_CONFIGS)}")
+    return {name: parser.get() for name, parser in parsers.items()}
 
 
 def _example_input(meta: dict) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from conftest import REPO
 from monai.bundle import ConfigParser, verify_metadata
 
-from spine_monai.package import SCHEMA, package_bundle
+from spine_monai.package import SCHEMA, package_bundle, packaged_configs
 
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -51,3 +51,27 @@ def test_package_of_each_bundle(bundle, tmp_path):
     scripted = torch.jit.load(str(packaged / "models" / "model.ts"))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=1e-4)
+
+
+def test_packaged_configs_put_each_override_where_it_belongs(tmp_path):
+    bundle_dir = REPO / "bundles" / "spine_xray_ap_seg"
+    overrides = {
+        "num_workers": 0,
+        "keep_freed_memory": False,
+        "train::trainer::max_epochs": 7,
+        "network_def#dropout": 0.1,
+    }
+    configs = packaged_configs(bundle_dir, [bundle_dir / "configs" / "attention_unet.json"], overrides)
+    assert set(configs) == {"train.json", "evaluate.json", "inference.json"}
+    for name, config in configs.items():
+        assert config["network_def"]["_target_"] == "AttentionUnet", name
+        assert config["network_def"]["dropout"] == 0.1 and config["num_workers"] == 0, name
+    # Where a key is not defined it is not added: keep_freed_memory and the trainer are train.json's alone.
+    train = configs["train.json"]
+    assert train["keep_freed_memory"] is False and train["train"]["trainer"]["max_epochs"] == 7
+    for name in ("evaluate.json", "inference.json"):
+        assert "keep_freed_memory" not in configs[name] and "train" not in configs[name], name
+    with pytest.raises(ValueError, match="override.s. dist_backend set nothing in train.json"):
+        packaged_configs(bundle_dir, overrides={"dist_backend": "gloo"})  # multi_gpu_train.json's alone
+    with pytest.raises(ValueError, match=r"nowhere\.json: config file not found"):
+        packaged_configs(bundle_dir, [tmp_path / "nowhere.json"])
