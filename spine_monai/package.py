@@ -297,7 +297,6 @@ def package_bundle(
     baked = bool(config_files or overrides)
     out = Path(out)
     zip_path = out / f"{name}_v{meta['version']}.zip" if out.is_dir() or not out.suffix else out
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         staged = tmp / "configs"
@@ -322,6 +321,8 @@ def package_bundle(
             "overrides": dict(overrides or {}),
             "export_max_abs_diff": diffs,
         }
+        # Only now that every check has passed is anything written beside the zip.
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
         partial = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
         try:
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
