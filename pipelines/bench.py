@@ -17,6 +17,8 @@ data pipeline, loss, optimizer and AMP setting) and reports:
   metrics, and the augmentation its ``prepare_batch`` applies on the training device) and the DataLoader's share
   of the CPU;
 - loader rate: images/s of the training DataLoader alone (cached preprocessing, the augmentation it runs);
+- augment: milliseconds per batch of the trainer's ``prepare_batch`` alone (moving the batch to the training device
+  and the batch augmentation there), the largest part of the engine's work besides the step;
 - inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
 - peak RSS of the process.
 
@@ -24,8 +26,8 @@ Like the bundles' training, it first keeps memory freed by the C allocator for r
 (:func:`spine_monai.runtime.keep_freed_memory`); ``--system-allocator`` leaves the allocator as it is, for comparison.
 
 ``--variants`` adds rows for the bundles' layout and cache options, each trained with its own overrides:
-``channels_last`` (weights and batches in NHWC, the default on a CPU), ``channels_first`` (the default on a GPU),
-``cache_on_device`` (the cache held on the training device, the loader in the main process) and
+``channels_last`` (weights and training images in NHWC, the default on a CPU), ``channels_first`` (the default on a
+GPU), ``cache_on_device`` (the cache held on the training device, the loader in the main process) and
 ``cache_on_device_thread`` (the same, batches fetched by MONAI's ``ThreadDataLoader``). On a GPU ``default``,
 ``channels_last`` and both cache rows are measured by default, on a CPU only ``default``. Inference is measured for
 ``default`` only: the options change training.
@@ -101,11 +103,12 @@ class BareLoop:
         self, network, loss_fn, optimizer, amp: bool, batch: dict, device: torch.device, to_kwargs: dict | None = None
     ) -> None:
         self.network, self.loss_fn, self.optimizer, self.amp, self.device = network, loss_fn, optimizer, amp, device
-        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more. The
-        # trainer's to_kwargs give them its memory format.
-        self.image, self.label = (
-            convert_to_tensor(batch[k], track_meta=False).to(device, **(to_kwargs or {})) for k in ("image", "label")
-        )
+        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more. As
+        # AugmentBatch does, the trainer's to_kwargs reach both, and their memory format the image alone.
+        to_kwargs = dict(to_kwargs or {})
+        self.image = convert_to_tensor(batch["image"], track_meta=False).to(device, **to_kwargs)
+        to_kwargs.pop("memory_format", None)
+        self.label = convert_to_tensor(batch["label"], track_meta=False).to(device, **to_kwargs)
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
 
     @property
@@ -220,6 +223,25 @@ def loader_rate(parser: ConfigParser, iterations: int) -> float:
     return sum(n for _, n in rest) / (rest[-1][0] - t0)
 
 
+def augment_ms(parser: ConfigParser, repeats: int) -> float:
+    """Median milliseconds of the trainer's ``prepare_batch`` (the batch moved to the training device and augmented
+    there) on one batch, over ``repeats`` calls after ``WARMUP``, with the trainer's ``to_kwargs``."""
+    parser = one_batch_parser(parser)
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    prepare = parser.get_parsed_content("train#prepare_batch")
+    device = parser.get_parsed_content("device")
+    to_kwargs = parser.get_parsed_content("train#trainer#to_kwargs", default={})
+    times = []
+    for i in range(WARMUP + repeats):
+        _sync(device)
+        start = time.perf_counter()
+        prepare(batch, device, **to_kwargs)
+        _sync(device)
+        if i >= WARMUP:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def inference_latency(bundle: str, overrides: dict, network_state: dict, out: Path) -> float:
     """Seconds per input (film or volume) through ``inference.json``, after the first input."""
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +301,7 @@ def _measure(
     row["engine_ratio"] = statistics.median(engine_ratios)
     row["engine_ratio_rounds"] = engine_ratios
     row["loader_images_per_s"] = loader_rate(parser, iterations)
+    row["augment_ms_per_batch"] = augment_ms(parser, iterations)
     row["inference_s_per_input"] = None
     if infer:
         state = parser.get_parsed_content("network_def").state_dict()
@@ -288,7 +311,7 @@ def _measure(
         f"{name:6s}  trainer {row['trainer_images_per_s']:7.1f}/s  bare {row['bare_images_per_s']:7.1f}/s  "
         f"ratio {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
         f"engine {row['engine_images_per_s']:7.1f}/s (/ bare {row['engine_ratio']:.2f})  "
-        f"loader {row['loader_images_per_s']:7.1f}/s  {inference}",
+        f"loader {row['loader_images_per_s']:7.1f}/s  augment {row['augment_ms_per_batch']:5.1f} ms/batch  {inference}",
         flush=True,
     )
     return row

@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.8"
+__version__ = "0.1.9"
 
 _SUBMODULES = (
     "bundle",

@@ -8,7 +8,7 @@ unmapping them: on one 2-core VM that was half the process's system time and 8-1
 ratio to the bare loop; on another it sped the trainer and the bare loop alike (``docs/performance.md``).
 :func:`keep_freed_memory` tells glibc to keep what is freed for the next step instead.
 
-:func:`memory_format` is the layout of the network's weights and batches that a bundle's ``channels_last`` key
+:func:`memory_format` is the layout of the network's weights and input images that a bundle's ``channels_last`` key
 selects (with ``torch.channels_last`` cuDNN's convolutions may skip transposes, mostly under AMP);
 :func:`channels_last_by_default` is that key's default.
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import REPO
+from monai.data import MetaTensor
 from monai.transforms import Affine, Compose
 
 from spine_monai.transforms import (
@@ -119,11 +120,37 @@ def test_nearest_mode_keeps_label_values():
     assert set(out["label"].unique().tolist()) <= set(range(12))
 
 
+def test_elastic_field_goes_to_the_samples_that_drew_it():
+    aug = RandSpatialBatch(prob=1.0, rotate_range=0.3, elastic_prob=0.5, elastic_spacing=16, flip_prob=0.5)
+    aug.set_random_state(1)
+    aug.randomize(8, (48, 40))
+    elastic = aug._draw["elastic"]
+    assert 0 < len(elastic) < 8
+    grid = aug.grid()
+    assert grid.shape == (8, 48, 40, 2)
+    aug._draw.update(grid=None, elastic=elastic[:0], offsets=aug._draw["offsets"][:0])
+    rigid = aug.grid()
+    for i in range(8):
+        assert torch.equal(grid[i], rigid[i]) != (i in elastic), i
+
+
 def test_binarize_batch_thresholds_per_channel():
     x = torch.tensor([[0.4, 0.6], [0.25, 0.35]]).view(1, 2, 1, 2).repeat(3, 1, 1, 1)
     out = BinarizeMasks([0.5, 0.3], channel_dim=1)(x)
     assert out[:, 0].flatten().tolist() == [0.0, 1.0] * 3
     assert out[:, 1].flatten().tolist() == [0.0, 1.0] * 3
+    assert torch.equal(out, (x > torch.tensor([0.5, 0.3]).view(1, 2, 1, 1)).float())
+
+
+def test_binarize_keeps_type_dtype_and_metadata():
+    x = torch.tensor([[[0.3, 0.6]], [[0.1, 0.25]]], dtype=torch.float64)
+    meta = MetaTensor(x, meta={"filename_or_obj": "Lat_Vertebra.png"})
+    out = BinarizeMasks([0.5, 0.2])(meta)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "Lat_Vertebra.png"
+    assert out.dtype == torch.float64 and out.as_tensor().tolist() == [[[0.0, 1.0]], [[0.0, 1.0]]]
+    assert x.tolist() == [[[0.3, 0.6]], [[0.1, 0.25]]], "the input is left as it was"
+    counts = BinarizeMasks(100)(torch.tensor([[[50, 150]]], dtype=torch.uint8))
+    assert counts.dtype == torch.uint8 and counts.tolist() == [[[0, 1]]]
 
 
 def test_bad_input_is_named():

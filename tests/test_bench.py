@@ -56,7 +56,7 @@ def test_throughput_table(tmp_path, capsys):
         assert row["engine_ratio_rounds"] == pytest.approx(
             [e / b for e, b in zip(row["engine_rounds"], row["engine_bare_rounds"])]
         )
-        assert row["inference_s_per_input"] > 0
+        assert row["inference_s_per_input"] > 0 and row["augment_ms_per_batch"] > 0
         assert row["device"] == "cpu"
         assert row["epoch_batches"] >= 1
     assert result["peak_rss_mb"] > 0

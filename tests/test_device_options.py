@@ -72,8 +72,10 @@ def test_augment_batch_hands_the_network_the_layout_asked_for():
 
     plain = augment()(batch, torch.device("cpu"))
     nhwc = augment()(batch, torch.device("cpu"), memory_format=torch.channels_last)
+    # The image is the network's input; the label stays (B, C, H, W) for the loss's per-channel sums.
+    assert nhwc[0].is_contiguous(memory_format=torch.channels_last) and not nhwc[0].is_contiguous()
+    assert nhwc[1].is_contiguous()
     for a, b in zip(plain, nhwc, strict=True):
-        assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     kept = augment()(batch, torch.device("cpu"), memory_format=torch.preserve_format)
     assert all(t.is_contiguous() for t in kept)

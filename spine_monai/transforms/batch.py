@@ -157,21 +157,25 @@ class RandSpatialBatch(Randomizable, Transform):
         theta = np.concatenate([to_grid @ matrix @ np.linalg.inv(to_grid), (d["shift"] @ to_grid.T)[:, :, None]], -1)
         theta = torch.as_tensor(theta, dtype=torch.float32, device=device)
         # Pixel centres in [-1, 1] (align_corners=False); the affine is separable in x and y, so one broadcast sum
-        # of an x part (B, 1, W, 2) and a y part (B, H, 1, 2) builds the grid (F.affine_grid does the same with a
-        # matrix product, several times slower on CPU).
+        # of an x part (B, 2, 1, W) and a y part (B, 2, H, 1) builds the grid (F.affine_grid does the same with a
+        # matrix product, several times slower on CPU). The grid is built as two planes, x then y, and handed to
+        # grid_sample as a (B, H, W, 2) view: broadcasting along W is ~10x faster than along a last axis of 2
+        # (measured on CPU: 0.1 against 1.2-1.9 ms for a batch of 8 384x256 films), and grid_sample reads either.
         xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
         ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (2.0 / h) - 1.0
-        x_part = theta[:, None, None, :, 0] * xs[:, None]
-        grid = x_part + (theta[:, None, None, :, 1] * ys[:, None, None] + theta[:, None, None, :, 2])
+        planes = (theta[:, :, 0, None] * xs)[:, :, None, :] + (theta[:, :, 1, None] * ys + theta[:, :, 2, None])[
+            :, :, :, None
+        ]
         if len(d["elastic"]):
             # Only the samples that drew a deformation pay for it. The displacement goes through the sample's affine
             # like the point it moves; interpolation is linear, so the control points are mapped before it rather
             # than every pixel after it.
-            index = torch.as_tensor(d["elastic"], device=device)
             offsets = np.einsum("kij,kjyx->kiyx", to_grid @ d["matrix"][d["elastic"]], d["offsets"])
             offsets = torch.as_tensor(offsets, device=device, dtype=torch.float32)
             rows, cols = _bicubic_matrix(offsets.shape[2], h, device), _bicubic_matrix(offsets.shape[3], w, device)
-            grid[index] += (rows @ offsets @ cols.T).permute(0, 2, 3, 1)
+            for i, field in zip(d["elastic"].tolist(), rows @ offsets @ cols.T, strict=True):
+                planes[i] += field
+        grid = planes.permute(0, 2, 3, 1)
         d["grid"] = grid
         return grid
 
@@ -356,7 +360,10 @@ class AugmentBatch(PrepareBatch):
     """A trainer's ``prepare_batch`` that moves the batch to the device, then augments it there.
 
     The trainer's ``to_kwargs`` reach ``Tensor.to`` when the batch is moved, except ``memory_format``, which is
-    applied to the augmented batch (a bundle's ``channels_last`` key).
+    applied to the augmented image, the network's input (a bundle's ``channels_last`` key). The label stays in the
+    default layout: the losses reduce each channel over H and W, which on a CPU runs faster on (B, C, H, W) than on
+    channels-last labels, where the channel is the innermost axis (measured: the X-ray loss's forward and backward
+    20 against 28 ms for a batch of 8 films), and the label is not copied into another layout first.
 
     Example (a bundle's ``train.json``)::
 
@@ -406,5 +413,5 @@ class AugmentBatch(PrepareBatch):
         out = self.transform(moved)
         image, label = out[self.image_key], out[self.label_key]
         if layout != torch.preserve_format:
-            image, label = image.contiguous(memory_format=layout), label.contiguous(memory_format=layout)
+            image = image.contiguous(memory_format=layout)
         return image, label
