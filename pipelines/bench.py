@@ -54,13 +54,13 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
-from monai.utils import convert_to_tensor
 
 from pipelines.common import BUNDLES, REPO, generated_once
 from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.data.synth_xray import write_xray_dataset
 from spine_monai.runtime import keep_freed_memory
+from spine_monai.transforms import AugmentBatch
 
 WARMUP = 3
 SEED = 99
@@ -103,12 +103,9 @@ class BareLoop:
         self, network, loss_fn, optimizer, amp: bool, batch: dict, device: torch.device, to_kwargs: dict | None = None
     ) -> None:
         self.network, self.loss_fn, self.optimizer, self.amp, self.device = network, loss_fn, optimizer, amp, device
-        # Plain tensors, as the trainer's prepare_batch hands the network: MetaTensors cost each operation more. As
-        # AugmentBatch does, the trainer's to_kwargs reach both, and their memory format the image alone.
-        to_kwargs = dict(to_kwargs or {})
-        self.image = convert_to_tensor(batch["image"], track_meta=False).to(device, **to_kwargs)
-        to_kwargs.pop("memory_format", None)
-        self.label = convert_to_tensor(batch["label"], track_meta=False).to(device, **to_kwargs)
+        # What the trainer's prepare_batch hands the network, without the augmentation: plain tensors (MetaTensors
+        # cost each operation more), the trainer's memory format on the image alone.
+        self.image, self.label = AugmentBatch(lambda moved: moved)(batch, device, **(to_kwargs or {}))
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
 
     @property
