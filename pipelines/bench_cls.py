@@ -118,6 +118,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument(
+        "--channels-last",
+        choices=["true", "false"],
+        default=None,
+        help="the bundle's channels_last (default: the bundle's, true on a CPU)",
+    )
+    parser.add_argument(
         "--models",
         nargs="+",
         default=None,
@@ -153,6 +159,10 @@ def main(argv=None) -> int:
         model_overrides["spatial_size"] = list(args.spatial_size)
     if args.learning_rate:
         model_overrides["learning_rate"] = args.learning_rate
+    # Keys of train.json alone: evaluate.json would refuse them.
+    train_overrides = {}
+    if args.channels_last:
+        train_overrides["channels_last"] = args.channels_last == "true"
     results = {
         "date": date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
@@ -171,7 +181,7 @@ def main(argv=None) -> int:
         common = {"dataset_dir": data, "datalist": datalist, "output_dir": run_dir, **overrides, **model_overrides}
         train_s = None
         if not (run_dir / "models" / "model.pt").exists():
-            train = {**common, "train#trainer#max_epochs": args.epochs, "progress_bar": False}
+            train = {**common, **train_overrides, "train#trainer#max_epochs": args.epochs, "progress_bar": False}
             if args.batch_size:
                 train["batch_size"] = args.batch_size
             train_s = run_bundle(config_files(BUNDLE, "train.json"), train, log=run_dir / "train.log")
@@ -181,7 +191,7 @@ def main(argv=None) -> int:
         results["models"][name] = {
             "date": date.today().isoformat(),
             "epochs": args.epochs if train_s is not None else results["models"].get(name, {}).get("epochs"),
-            "overrides": {k: str(v) for k, v in model_overrides.items()},
+            "overrides": {k: str(v) for k, v in {**model_overrides, **train_overrides}.items()},
             "views": overrides["views"],
             "mask_guided": bool(overrides.get("mask_guided", False)),
             "vertebra_level": bool(overrides.get("vertebra_level", False)),

@@ -2,8 +2,8 @@
 # The checks owed to a GPU, in one run short enough for a lent machine's few minutes (docs/performance.md, "GPU"):
 # the CUDA cases of the GPU options' tests (channels last and the cache on the device must train the default's model,
 # with AMP on), `make bench`'s table with the GPU variants (default, channels_last, cache_on_device,
-# cache_on_device_thread), then `make bench-layout`'s interleaved channels-first / channels-last pairs, which decide
-# the GPU default of channels_last.
+# cache_on_device_thread), then `make bench-layout`'s interleaved channels-first / channels-last pairs (the
+# segmentation networks and both classifiers), which decide the GPU default of channels_last.
 #
 # The machine has PyTorch but no package registry: `make gpu-wheels` puts the other packages the bundles need into
 # .whl here, to be carried along. On the machine, from the repository root:
@@ -44,9 +44,11 @@ timeout "${BENCH_TIMEOUT:-330}" "$py" -m pipelines.bench --out /tmp/spine_bench 
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 cp /tmp/spine_bench/bench.json "$out/" 2>/dev/null || status=1
 
-# On the sets the bench made, also when its measurements ran out of time.
+# On the sets the bench made, also when its measurements ran out of time. Five steps a block: a GPU's steps take
+# milliseconds, and blocks of a second each (the default) would not fit the four networks into the 90 s.
 # shellcheck disable=SC2086
-timeout 90 "$py" -m pipelines.bench_layout --out /tmp/spine_bench ${LAYOUT_ARGS:-} 2>&1 | grep -v " - INFO - " \
+timeout 90 "$py" -m pipelines.bench_layout --out /tmp/spine_bench --steps 5 ${LAYOUT_ARGS:-} 2>&1 \
+    | grep -v " - INFO - " \
     | tee "$out/layout.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 cp /tmp/spine_bench/layout.json "$out/" 2>/dev/null || status=1

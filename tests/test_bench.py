@@ -97,13 +97,15 @@ def test_layout_pairs_alternate_the_two_layouts(tmp_path, monkeypatch, capsys):
         return run(self, steps)
 
     monkeypatch.setattr(bench.BareLoop, "run", recording)
-    args = ["--out", str(tmp_path), "--pairs", "3", "--steps", "1", "--xray-cases", "6", "--mri-cases", "3"]
+    sets = ["--out", str(tmp_path), "--xray-cases", "6", "--mri-cases", "3"]
+    args = [*sets, "--pairs", "3", "--steps", "1", "--networks", "xray", "mri", "cls_vertebra"]
     assert bench_layout.main(args) == 0
     first, last = "channels_first", "channels_last"
     per_network = [first, last, first, last, last, first, first, last]  # warm-up, then 3 alternating pairs
-    assert layouts == per_network * 2
+    assert layouts == per_network * 3
     rows = json.loads((tmp_path / "layout.json").read_text())["results"]
-    assert set(rows) == {"xray", "mri"}
+    assert set(rows) == {"xray", "mri", "cls_vertebra"}
+    assert rows["cls_vertebra"]["bundle"] == "spine_xray_cls"
     for row in rows.values():
         assert len(row["speedups"]) == 3 and row["speedup"] == statistics.median(row["speedups"])
         assert row["channels_last_faster"] == sum(r > 1 for r in row["speedups"])
@@ -111,3 +113,24 @@ def test_layout_pairs_alternate_the_two_layouts(tmp_path, monkeypatch, capsys):
     assert "channels last x" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_layout.main([*args, "--ap-variants", "no_such_variant.json"])
+    with pytest.raises(SystemExit):
+        bench_layout.main([*sets, "--networks", "no_such_network"])
+
+
+def test_layout_steps_default_to_about_a_second(tmp_path, monkeypatch):
+    """Without --steps a network gets as many steps a block as its pace after the warm-up fits in a second."""
+    from pipelines import bench_layout
+
+    calls: list[int] = []
+
+    def paced(self, steps):
+        calls.append(steps)
+        return 0.3 * steps
+
+    monkeypatch.setattr(bench.BareLoop, "run", paced)
+    args = ["--out", str(tmp_path), "--xray-cases", "6", "--mri-cases", "3", "--pairs", "2", "--networks", "xray"]
+    assert bench_layout.main(args) == 0
+    # Two warm-ups, one step to pace, then 2 pairs of round(1.0 / 0.3) = 3 steps each layout.
+    assert calls == [bench_layout.WARMUP_STEPS] * 2 + [1] + [3] * 4
+    row = json.loads((tmp_path / "layout.json").read_text())["results"]["xray"]
+    assert row["steps"] == 3 and row["channels_first_step_s"] == pytest.approx(0.3)
