@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.9"
+__version__ = "0.1.10"
 
 _SUBMODULES = (
     "bundle",

@@ -1,15 +1,21 @@
-"""Two training processes with torchrun on CPU (gloo): training completes and only rank 0 writes."""
+"""Two training processes with torchrun on CPU (gloo): training completes, only rank 0 writes, and every rank leaves
+the process group together."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch.distributed as dist
 from conftest import REPO, small_run_args
 
 from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.handlers import end_process_group
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
 
@@ -20,12 +26,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("workflow", ["train"])
-def test_two_process_gloo_training_rank_zero_writes(xray_root, tmp_path, workflow):
-    datalist = tmp_path / "datalist.json"
-    write_datalist(datalist, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
-    out, logs = tmp_path / "out", tmp_path / "logs"
-    configs = repr([str(AP / "train.json"), str(AP / "multi_gpu_train.json")])
+def _torchrun(args: list[str], logs: Path) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+    """``args`` (after ``python -m``) in two gloo processes; the process and each rank's stdout + stderr."""
     cmd = [
         sys.executable,
         "-m",
@@ -41,14 +43,32 @@ def test_two_process_gloo_training_rank_zero_writes(xray_root, tmp_path, workflo
         "--redirects",
         "3",
         "-m",
-        *small_run_args(configs, xray_root, datalist, out, 2, "--dist_backend", "gloo"),
+        *args,
+        "--dist_backend",
+        "gloo",
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    rank_logs = {int(p.parent.name): p.read_text() for p in logs.rglob("stdout.log")}
-    rank_logs_err = {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
-    assert proc.returncode == 0, (proc.stderr[-2000:], rank_logs_err)
-    assert sorted(rank_logs) == [0, 1]
-    both = {r: rank_logs[r] + rank_logs_err.get(r, "") for r in rank_logs}
+    ranks = {int(p.parent.name): p.read_text() for p in logs.rglob("stdout.log")}
+    errors = {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
+    assert proc.returncode == 0, (proc.stderr[-2000:], errors)
+    assert sorted(ranks) == [0, 1]
+    return proc, {r: ranks[r] + errors.get(r, "") for r in ranks}
+
+
+@pytest.fixture(scope="module")
+def gloo_training(xray_root, tmp_path_factory):
+    """Two epochs of the AP bundle's training in two processes: its datalist, output folder and rank logs."""
+    base = tmp_path_factory.mktemp("gloo")
+    datalist = base / "datalist.json"
+    write_datalist(datalist, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
+    out = base / "out"
+    configs = repr([str(AP / "train.json"), str(AP / "multi_gpu_train.json")])
+    _, logs = _torchrun(small_run_args(configs, xray_root, datalist, out, 2), base / "logs")
+    return datalist, out, logs
+
+
+def test_two_process_gloo_training_rank_zero_writes(gloo_training):
+    _, out, both = gloo_training
     # Both ranks trained (DistributedSampler split the data) ...
     for r in (0, 1):
         assert "Epoch[2] Complete" in both[r], both[r][-1500:]
@@ -59,3 +79,63 @@ def test_two_process_gloo_training_rank_zero_writes(xray_root, tmp_path, workflo
     assert models == ["checkpoint_epoch=2.pt", "model.pt"]
     events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert len(events) == 1, events
+
+
+def test_two_process_evaluation_matches_one_process(gloo_training, xray_root, tmp_path):
+    datalist, out, _ = gloo_training
+    common = [
+        "--dataset_dir",
+        str(xray_root),
+        "--datalist",
+        str(datalist),
+        "--ckpt_path",
+        str(out / "models" / "model.pt"),
+    ]
+    common += ["--num_workers", "0", "--write_predictions", "False"]
+    single = tmp_path / "single"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(AP / "evaluate.json"),
+            *common,
+            "--output_dir",
+            str(single),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    double = tmp_path / "double"
+    configs = repr([str(AP / "evaluate.json"), str(AP / "multi_gpu_evaluate.json")])
+    _torchrun(
+        ["monai.bundle", "run", "--config_file", configs, *common, "--output_dir", str(double)], tmp_path / "logs"
+    )
+    # Each rank evaluated half the test cases; the metrics gathered on rank 0 cover them all, once each.
+    one = pd.read_csv(single / "eval" / "summary.csv")
+    two = pd.read_csv(double / "eval" / "summary.csv")
+    assert len(one) == 3 and one["cases"].gt(0).all()
+    pd.testing.assert_frame_equal(one, two, rtol=1e-5)
+    cases = pd.read_csv(double / "eval" / "per_case.csv")
+    assert len(cases) == 3 * one["cases"].iloc[0] and cases["patient"].nunique() == one["cases"].iloc[0]
+
+
+def test_end_process_group_waits_then_destroys(tmp_path):
+    assert end_process_group() is False  # nothing initialised: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert end_process_group() is True
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("bundle", ["spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg", "spine_xray_cls"])
+def test_every_multi_process_config_ends_with_the_barrier(bundle):
+    # Only the AP training runs under torchrun above; the others must end the same way.
+    for name in ("multi_gpu_train.json", "multi_gpu_evaluate.json"):
+        finalize = json.loads((REPO / "bundles" / bundle / "configs" / name).read_text())["finalize"]
+        assert finalize[-1] == "$spine_monai.handlers.end_process_group()", (bundle, name)
+        assert not any("destroy_process_group" in step for step in finalize), (bundle, name)
