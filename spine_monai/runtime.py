@@ -111,16 +111,17 @@ def memory_format(channels_last: bool, spatial_dims: int = 2) -> torch.memory_fo
 
 
 def channels_last_by_default(device: str | torch.device) -> bool:
-    """The bundles' default for ``channels_last`` on the training ``device``: on for a CPU only.
+    """The bundles' default for ``channels_last`` on the ``device`` the network runs on: on for a CPU only.
 
     On both CPUs measured, channels last sped the segmentation networks' training step with the same model (losses
     within float rounding): the bare forward + backward + step by a median of 4-6 % on a 2-core Intel Xeon VM and
     8-14 % on a 2-core AMD EPYC VM, in interleaved pairs (``make bench-layout``, ``docs/performance.md``); on the
-    latter the classification bundle's film and vertebra-level classifiers by 12 % and 55 %. On a GPU it has not been
-    measured yet, so it stays off there until ``pipelines/gpu_check.sh`` has; ``--channels_last true`` turns it on.
+    latter the classification bundle's film and vertebra-level classifiers by 12 % and 55 %, and the MRI bundle's
+    inference by 22 % per volume. On a GPU it has not been measured yet, so it stays off there until
+    ``pipelines/gpu_check.sh`` has; ``--channels_last true`` turns it on.
 
     Args:
-        device: the training device, a ``torch.device`` or its name.
+        device: the device the network trains or infers on, a ``torch.device`` or its name.
 
     Returns:
         True for a CPU device, else False.

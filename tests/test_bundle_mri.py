@@ -96,6 +96,34 @@ def test_inference_keeps_the_input_grid_for_nifti_and_dicom(mri, tmp_path):
         assert set(np.unique(np.asarray(pred.dataobj))) <= set(range(12))
 
 
+def test_inference_in_channels_last_gives_the_same_labels(mri, tmp_path):
+    """Channels-last weights (the CPU default of evaluate.json and inference.json) predict what channels first does."""
+    root, _, out = mri
+    parser = ConfigParser()
+    parser.read_config(_cfg("inference.json"))
+    assert parser.get_parsed_content("memory_format") is torch.channels_last
+    convs = [m.weight for m in parser.get_parsed_content("network").modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    labels = {}
+    for channels_last in (False, True):
+        infer = tmp_path / str(channels_last)
+        run(
+            config_file=_cfg("inference.json"),
+            dataset_dir=str(root),
+            output_dir=str(infer),
+            ckpt_path=str(out / "models" / "model.pt"),
+            channels_last=channels_last,
+            **FAST_EVAL,
+        )
+        labels[channels_last] = {
+            p.parent.name: np.asarray(nib.load(p).dataobj) for p in (infer / "predictions").rglob("label.nii.gz")
+        }
+    assert sorted(labels[True]) == sorted(labels[False]) and labels[True]
+    for case, first in labels[False].items():
+        # Another order of summation may flip a voxel whose two best classes tie to float rounding.
+        assert np.mean(first != labels[True][case]) < 1e-4, case
+
+
 def test_slicing_axis_comes_from_the_affine(mri, tmp_path):
     """A case stored in another voxel order gives the same preprocessed sagittal slices."""
     root, _, _ = mri
