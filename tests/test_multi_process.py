@@ -26,8 +26,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(args: list[str], logs: Path) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
-    """``args`` (after ``python -m``) in two gloo processes; the process and each rank's stdout + stderr."""
+def _torchrun(args: list[str], logs: Path) -> dict[int, str]:
+    """``args`` (after ``python -m``) in two gloo processes, which must succeed; each rank's stdout + stderr."""
     cmd = [
         sys.executable,
         "-m",
@@ -52,7 +52,7 @@ def _torchrun(args: list[str], logs: Path) -> tuple[subprocess.CompletedProcess,
     errors = {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
     assert proc.returncode == 0, (proc.stderr[-2000:], errors)
     assert sorted(ranks) == [0, 1]
-    return proc, {r: ranks[r] + errors.get(r, "") for r in ranks}
+    return {r: ranks[r] + errors.get(r, "") for r in ranks}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def gloo_training(xray_root, tmp_path_factory):
     write_datalist(datalist, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
     out = base / "out"
     configs = repr([str(AP / "train.json"), str(AP / "multi_gpu_train.json")])
-    _, logs = _torchrun(small_run_args(configs, xray_root, datalist, out, 2), base / "logs")
+    logs = _torchrun(small_run_args(configs, xray_root, datalist, out, 2), base / "logs")
     return datalist, out, logs
 
 

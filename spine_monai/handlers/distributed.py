@@ -57,7 +57,7 @@ def end_process_group() -> bool:
 
     Ranks reach the end at different times (rank 0 still writes the last checkpoint when the others are done). A rank
     that destroyed its group and exited meanwhile was killed by ``std::terminate`` ("terminate called without an active
-    exception", SIGABRT) in 5 of 30 two-process gloo runs on a CPU (``tests/test_multi_process.py`` after other tests),
+    exception", SIGABRT) in 6 of 31 two-process gloo runs on a CPU (``tests/test_multi_process.py`` after other tests),
     failing the whole torchrun job after training had finished; with a barrier first, in none of 40. A bundle's
     ``multi_gpu_*.json`` calls this last in ``finalize``.
 
