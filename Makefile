@@ -21,8 +21,9 @@ $(STAMP): setup.cfg pyproject.toml
 lint: install
 	$(BIN)/ruff check spine_monai pipelines tests
 
+# tests/test_standalone.py installs TORCH_SPEC and the spine-monai wheel into a fresh virtual environment.
 test: lint
-	$(BIN)/python -m pytest -q
+	TORCH_SPEC="$(TORCH_SPEC)" $(BIN)/python -m pytest -q
 
 demo: install
 	$(BIN)/python -m pipelines.demo
