@@ -19,7 +19,9 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 - loader rate: images/s of the training DataLoader alone (cached preprocessing, the augmentation it runs);
 - augment: milliseconds per batch of the trainer's ``prepare_batch`` alone (moving the batch to the training device
   and the batch augmentation there), the largest part of the engine's work besides the step;
-- inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs);
+- inference latency per X-ray film and per MRI volume, through ``inference.json`` (Invertd, writing outputs), and
+  per AP film at the ELL888 films' size (1900x2900, ``--film-cases`` synthetic patients), where resizing the film
+  and writing full-size masks and overlay cost most;
 - peak RSS of the process.
 
 Like the bundles' training, it first keeps memory freed by the C allocator for reuse
@@ -58,7 +60,7 @@ from monai.bundle import ConfigParser
 from pipelines.common import BUNDLES, REPO, generated_once
 from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.data.synth_xray import parse_size, write_xray_dataset
 from spine_monai.runtime import keep_freed_memory
 from spine_monai.transforms import AugmentBatch
 
@@ -66,6 +68,8 @@ WARMUP = 3
 SEED = 99
 # The synthetic sets' sizes: 192 films and 48 volumes train, so that the measured iterations fit in one epoch.
 XRAY_CASES, MRI_CASES = 240, 60
+# Synthetic patients whose AP films are also inferred at the ELL888 films' size, (W, H).
+FILM_CASES, FILM_SIZE = 4, (1900, 2900)
 # Overrides of each benchmarked variant of the bundles' training.
 VARIANTS = {
     "default": {},
@@ -345,6 +349,21 @@ def _synthetic(out: Path, name: str, cases: int, write, build) -> Path:
     return generated_once(out / name, {"cases": cases, "seed": SEED}, generate)
 
 
+def film_set(out: Path, cases: int, size: tuple[int, int]) -> Path:
+    """``cases`` synthetic patients with films of ``size`` (W, H) in ``out/xray_films``, generated once."""
+    settings = {"cases": cases, "seed": SEED, "size": list(size)}
+    return generated_once(
+        out / "xray_films", settings, lambda root: write_xray_dataset(root, cases, seed=SEED, size=size, workers=1)
+    )
+
+
+def _film_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "throughput")
@@ -365,6 +384,18 @@ def main(argv=None) -> int:
         help="threads that fill each training cache (default: the bundle's num_workers); not part of any figure",
     )
     parser.add_argument(
+        "--film-cases",
+        type=int,
+        default=FILM_CASES,
+        help=f"patients whose AP films are inferred at --film-size too ({FILM_CASES}; 0 skips it, else at least 2)",
+    )
+    parser.add_argument(
+        "--film-size",
+        type=_film_size,
+        default=FILM_SIZE,
+        help="WIDTHxHEIGHT of those films (default %(default)s: the ELL888 films' size)",
+    )
+    parser.add_argument(
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
@@ -376,6 +407,8 @@ def main(argv=None) -> int:
         parser.error("--iterations, --rounds and --block must be at least 1")
     if args.cache_workers is not None and args.cache_workers < 1:
         parser.error("--cache-workers must be at least 1")
+    if args.film_cases == 1 or args.film_cases < 0:
+        parser.error("--film-cases must be 0 or at least 2: latency is timed after the first film")
     # The bundles apply this in their train `initialize`, which the benchmark does not run.
     kept = keep_freed_memory(not args.system_allocator)
     out = args.out.resolve()
@@ -404,6 +437,13 @@ def main(argv=None) -> int:
                 infer=variant == "default",
             )
             rows[key + suffix] = {"variant": variant, "overrides": VARIANTS[variant], **row}
+    if args.film_cases and "xray_ap" in rows:
+        films = film_set(out, args.film_cases, args.film_size)
+        bundle = sets["xray"][0]
+        state = _parser(bundle, "inference.json", {}).get_parsed_content("network_def").state_dict()
+        seconds = inference_latency(bundle, {"dataset_dir": str(films)}, state, out / "xray_films_inference")
+        rows["xray_ap"]["inference_s_per_film_full_size"] = seconds
+        print(f"xray    inference {seconds:.3f} s per {args.film_size[0]}x{args.film_size[1]} film", flush=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "date": date.today().isoformat(),
@@ -413,6 +453,7 @@ def main(argv=None) -> int:
         "block": args.block,
         "keep_freed_memory": kept,
         "cache_workers": args.cache_workers,
+        "film_size": list(args.film_size) if args.film_cases else None,
         "peak_rss_mb": peak_mb,
         "results": rows,
     }

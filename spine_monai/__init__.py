@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.10"
+__version__ = "0.1.11"
 
 _SUBMODULES = (
     "bundle",

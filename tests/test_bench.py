@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 from pipelines import bench
 
@@ -43,10 +44,15 @@ def test_bare_loop_between_trainer_blocks(tmp_path, monkeypatch):
 
 
 def test_throughput_table(tmp_path, capsys):
+    films = ["--film-cases", "2", "--film-size", "256x384"]
     args = ["--out", str(tmp_path), "--iterations", "1", "--rounds", "2", "--xray-cases", "6", "--mri-cases", "3"]
-    assert bench.main(args) == 0
+    assert bench.main([*args, *films]) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(result["results"]) == {"xray_ap", "mri"}
+    # the AP bundle's inference at the films' size too, on films of that size
+    assert result["film_size"] == [256, 384] and result["results"]["xray_ap"]["inference_s_per_film_full_size"] > 0
+    masks = sorted((tmp_path / "xray_films_inference" / "predictions").rglob("Ap_Vertebra.png"))
+    assert len(masks) == 2 and all(Image.open(m).size == (256, 384) for m in masks)
     assert all(row["variant"] == "default" and row["overrides"] == {} for row in result["results"].values())
     for name, row in result["results"].items():
         assert all(row[k] > 0 for k in RATES), name
@@ -67,6 +73,9 @@ def test_throughput_table(tmp_path, capsys):
     # the generated set is reused only at the size it was made with
     with pytest.raises(SystemExit, match="holds a set made with"):
         bench.main([*args[:-4], "--xray-cases", "7", "--mri-cases", "3"])
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--film-cases", "1"])
+    assert "0 or at least 2" in capsys.readouterr().err
 
 
 def test_gpu_option_rows(tmp_path, capsys):

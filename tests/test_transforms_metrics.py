@@ -3,9 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose, Invertd, SpatialPadd
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, Resize, SpatialPadd
 from PIL import Image
 
+from spine_monai.data.io import OVERLAY_COMPRESS_LEVEL, write_overlay, write_png_atomic
 from spine_monai.errors import DataError
 from spine_monai.losses import MultiLabelDiceBCELoss
 from spine_monai.metrics import confusion_counts, disk_dilate, rates_from_counts, tolerance_dice
@@ -14,6 +16,7 @@ from spine_monai.transforms import (
     LoadRadiographd,
     LoadStructureMasksd,
     ResizeMasksToFit,
+    ResizeToFit,
     ResizeToFitd,
     ThinLines,
     fit_size,
@@ -62,6 +65,24 @@ def test_resize_to_fit_is_inverted_to_original_size(xray_root):
     d["pred"] = d["image"].clone()
     back = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)(d)
     assert back["pred"].shape == (1, 576, 384)
+
+
+@pytest.mark.parametrize(("shape", "sigma"), [((290, 190), None), ((290, 190), 1.5), ((50, 30), None)])
+def test_resize_to_fit_resizes_as_monai_resize(shape, sigma):
+    """On a CPU the anti-aliasing Gaussian is SciPy's, with Resize's kernels: the same output to float rounding,
+    the same trace, so Invertd undoes it the same way."""
+    film = MetaTensor(torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) * 1000)
+    size = fit_size(shape, (96, 64))
+    ours = ResizeToFit((96, 64))(film, anti_aliasing_sigma=sigma)
+    ref = Resize(size, mode="bilinear", anti_aliasing=True, anti_aliasing_sigma=sigma, dtype=torch.float32)(film)
+    assert ours.shape == ref.shape == (2, *size)
+    torch.testing.assert_close(ours.as_tensor(), ref.as_tensor(), rtol=1e-6, atol=1e-3)
+    (op,) = ours.applied_operations
+    assert op["orig_size"] == ref.applied_operations[0]["orig_size"] and op["extra_info"]["new_dim"] == 0
+    if sigma is None and shape[0] > size[0]:
+        # the Gaussian did smooth: without it the downsampled film differs far beyond rounding
+        plain = Resize(size, mode="bilinear", anti_aliasing=False, dtype=torch.float32)(film)
+        assert (plain.as_tensor() - ours.as_tensor()).abs().max() > 10
 
 
 def test_load_masks_reports_every_bad_mask(tmp_path):
@@ -141,6 +162,20 @@ def test_overlay_outlines_truth():
     rgb = overlay_masks(img, pred, truth)
     assert rgb.shape == (20, 20, 3)
     assert rgb[5, 10].sum() > 0 and rgb[10, 10].sum() == 0  # outline drawn, inside untouched
+
+
+def test_overlay_is_written_losslessly_with_fast_compression(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 40, 3), dtype=np.uint8)
+    write_overlay(tmp_path / "a" / "AP_overlay.png", rgb)
+    with Image.open(tmp_path / "a" / "AP_overlay.png") as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["AP_overlay.png"]  # no temporary file left
+    # written at zlib's fastest level: the same bytes as PIL writes with it
+    write_png_atomic(tmp_path / "fast.png", Image.fromarray(rgb), compress_level=1)
+    assert OVERLAY_COMPRESS_LEVEL == 1
+    assert (tmp_path / "a" / "AP_overlay.png").read_bytes() == (tmp_path / "fast.png").read_bytes()
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 array, got float32"):
+        write_overlay(tmp_path / "b.png", rgb.astype(np.float32))
 
 
 def test_fixed_noise_level_identity_and_bad_levels():

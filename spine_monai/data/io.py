@@ -15,7 +15,20 @@ from PIL import Image, UnidentifiedImageError
 
 from spine_monai.errors import DataError
 
-__all__ = ["image_size", "read_mask", "read_radiograph", "write_mask", "write_png_atomic"]
+__all__ = [
+    "OVERLAY_COMPRESS_LEVEL",
+    "image_size",
+    "read_mask",
+    "read_radiograph",
+    "write_mask",
+    "write_overlay",
+    "write_png_atomic",
+]
+
+# zlib level of the RGB overlays written beside predictions. They are full-size previews of grainy films: on a
+# 1900x2900 film level 1 writes one in 0.20 s against 0.76 s at PIL's default (6), for a file a third larger (3.1
+# against 2.3 MB), and at the default the overlay was the slowest step of inference (docs/performance.md).
+OVERLAY_COMPRESS_LEVEL = 1
 
 
 def _is_dicom(path: Path) -> bool:
@@ -196,6 +209,22 @@ def write_png_atomic(path: str | os.PathLike, image: Image.Image, **save_kwargs)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_overlay(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 overlay as an RGB PNG, atomically, at :data:`OVERLAY_COMPRESS_LEVEL`.
+
+    Args:
+        path: destination file.
+        rgb: the overlay, as :func:`spine_monai.transforms.overlay_masks` returns it.
+
+    Raises:
+        ValueError: for an array that is not (H, W, 3) uint8.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"an overlay must be an (H, W, 3) uint8 array, got {rgb.dtype} of shape {rgb.shape}")
+    write_png_atomic(path, Image.fromarray(rgb), compress_level=OVERLAY_COMPRESS_LEVEL)
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:

@@ -19,10 +19,9 @@ from monai.handlers import IgniteMetricHandler
 from monai.transforms import Invertd
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 from monai.visualize import GradCAM, OcclusionSensitivity
-from PIL import Image
 from torch import nn
 
-from spine_monai.data.io import read_radiograph, write_png_atomic
+from spine_monai.data.io import read_radiograph, write_overlay
 from spine_monai.metrics.classification import (
     AccuracyMetric,
     accuracy,
@@ -530,7 +529,7 @@ class ClassActivationWriter:
             if film.shape != original.shape:
                 raise RuntimeError(f"{patient} {view}: map {original.shape} does not match the film {film.shape}")
             out = folder / f"{name}.png"
-            write_png_atomic(out, Image.fromarray(heatmap_overlay(film, original, alpha=self.alpha)))
+            write_overlay(out, heatmap_overlay(film, original, alpha=self.alpha))
             written[name] = out
         return written
 

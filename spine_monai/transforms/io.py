@@ -12,10 +12,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
-from PIL import Image
 from scipy import ndimage
 
-from spine_monai.data.io import read_mask, read_radiograph, write_mask, write_png_atomic
+from spine_monai.data.io import read_mask, read_radiograph, write_mask, write_overlay
 
 __all__ = [
     "LoadRadiograph",
@@ -203,7 +202,7 @@ class SaveStructureMasks(Transform):
         if self.overlay and image is not None:
             grey = _numpy(image)[0]
             truth = None if label is None else _numpy(label)
-            write_png_atomic(folder / f"{stem}_overlay.png", Image.fromarray(overlay_masks(grey, masks, truth)))
+            write_overlay(folder / f"{stem}_overlay.png", overlay_masks(grey, masks, truth))
         return pred
 
 

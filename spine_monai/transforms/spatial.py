@@ -8,11 +8,21 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import InvertibleTransform, MapTransform, Resize, Transform
 from monai.transforms.spatial.functional import resize
-from monai.utils import InterpolateMode, TransformBackends, ensure_tuple_rep, get_equivalent_dtype
+from monai.utils import InterpolateMode, TransformBackends, convert_to_dst_type, ensure_tuple_rep, get_equivalent_dtype
+from scipy import ndimage
 
-__all__ = ["fit_size", "ResizeToFit", "ResizeToFitd", "ResizeMasksToFit", "ResizeMasksToFitd"]
+__all__ = [
+    "antialias_sigma",
+    "fit_size",
+    "gaussian_smooth_cpu",
+    "ResizeToFit",
+    "ResizeToFitd",
+    "ResizeMasksToFit",
+    "ResizeMasksToFitd",
+]
 
 
 def fit_size(shape: Sequence[int], box: Sequence[int]) -> tuple[int, ...]:
@@ -29,12 +39,56 @@ def fit_size(shape: Sequence[int], box: Sequence[int]) -> tuple[int, ...]:
     return tuple(max(1, min(b, int(round(s * scale)))) for s, b in zip(shape, box, strict=True))
 
 
+def antialias_sigma(
+    in_size: Sequence[int], out_size: Sequence[int], sigma: float | Sequence[float] | None = None
+) -> list[float]:
+    """The standard deviation per axis of the Gaussian that MONAI's ``Resize`` smooths with before downsampling.
+
+    Args:
+        in_size: the spatial size before resizing.
+        out_size: the spatial size after it.
+        sigma: ``Resize``'s ``anti_aliasing_sigma``: ``None`` for scikit-image's default, ``(factor - 1) / 2``.
+
+    Returns:
+        one value per axis; 0 where the axis is not downsampled.
+    """
+    # In float32, as Resize computes them, so that the kernels are Resize's to the last bit.
+    factors = torch.div(torch.Tensor(list(in_size)), torch.Tensor(list(out_size)))
+    if sigma is None:
+        return torch.maximum(torch.zeros(factors.shape), (factors - 1) / 2).tolist()
+    return [s * int(f > 1) for s, f in zip(ensure_tuple_rep(sigma, len(out_size)), factors.tolist(), strict=True)]
+
+
+def gaussian_smooth_cpu(img: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
+    """MONAI's ``GaussianSmooth`` (its "erf" kernels truncated at 4 sigma, zero padding) computed with SciPy.
+
+    ``Resize`` smooths a film this way before downsampling it; on a CPU, torch's ``conv2d`` with a one-channel
+    27-tap kernel took 0.30 s for a 1900x2900 film against 0.10 s here (measured), the largest part of resizing
+    it, and the result is the same to float rounding (tested against ``Resize``).
+
+    Args:
+        img: (C, *spatial) float tensor on the CPU.
+        sigma: standard deviation per spatial axis; an axis with 0 is left as it is.
+
+    Returns:
+        the smoothed image, of ``img``'s type (a ``MetaTensor`` keeps its metadata).
+    """
+    out = np.asarray(img.detach().numpy() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
+    for axis, s in enumerate(sigma, start=1):
+        if s > 0:
+            kernel = gaussian_1d(torch.tensor(s), truncated=4.0, approx="erf").numpy()
+            out = ndimage.correlate1d(out, kernel, axis=axis, mode="constant", cval=0.0)
+    return convert_to_dst_type(out, img, dtype=torch.float32)[0]
+
+
 class ResizeToFit(Resize):
     """Resize so the image fits inside ``spatial_size`` with its aspect ratio kept.
 
     A 1900x2900 film resized to fit (384, 256) becomes (384, 252); pad afterwards (e.g. with
     ``SpatialPadd``) to get a fixed network input. Invertible, so predictions can be mapped back to the
     original size with ``Invertd``.
+
+    The anti-aliasing Gaussian is ``Resize``'s; on a CPU it is computed by :func:`gaussian_smooth_cpu`.
 
     Args:
         spatial_size: the bounding (H, W).
@@ -72,9 +126,16 @@ class ResizeToFit(Resize):
         dtype=None,
         lazy=None,
     ) -> torch.Tensor:
-        shape = img.peek_pending_shape() if isinstance(img, MetaTensor) else img.shape[1:]
-        size = fit_size(tuple(shape), self.spatial_size)
+        shape = tuple(img.peek_pending_shape() if isinstance(img, MetaTensor) else img.shape[1:])
+        size = fit_size(shape, self.spatial_size)
         _dtype = get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor)
+        anti_aliasing = self.anti_aliasing if anti_aliasing is None else anti_aliasing
+        sigma = self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma
+        lazy = self.lazy if lazy is None else lazy
+        eager_cpu = not lazy and isinstance(img, torch.Tensor) and img.device.type == "cpu"
+        if anti_aliasing and eager_cpu and _dtype == torch.float32 and any(o < i for o, i in zip(size, shape)):
+            img = gaussian_smooth_cpu(img, antialias_sigma(shape, size, sigma))
+            anti_aliasing = False
         return resize(
             img,
             size,
@@ -82,9 +143,9 @@ class ResizeToFit(Resize):
             self.align_corners if align_corners is None else align_corners,
             _dtype,
             len(shape),
-            self.anti_aliasing if anti_aliasing is None else anti_aliasing,
-            self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma,
-            self.lazy if lazy is None else lazy,
+            anti_aliasing,
+            sigma,
+            lazy,
             self.get_transform_info(),
         )
 
