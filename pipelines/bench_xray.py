@@ -1,12 +1,13 @@
 """Benchmark of the X-ray segmentation bundles on a fixed synthetic set.
 
-    python -m pipelines.bench_xray [--out bench_output/xray] [--epochs N] [--views AP LAT]
+    python -m pipelines.bench_xray [--out bench_output/xray] [--epochs N] [--views AP LAT] [--size 384x576]
 
-Generates 160 synthetic patients (seed 1234, 384x576), holds 40 out as the testing list, trains each bundle on
-the remaining folds with fold 0 validating (30 epochs for AP, 50 for LAT, whose five structures include the thin
-lines, unless ``--epochs`` is given), evaluates on the testing list at the original resolution, and prints
-per-structure Dice, Jaccard and tolerance Dice with the wall times. Results are also written to ``results.json``.
-Runs already trained are reused; delete the output folder to start over.
+Generates 160 synthetic patients (seed 1234, 384x576 or ``--size``, e.g. 1900x2900 as the ELL888 films, in another
+``--out``), holds 40 out as the testing list, trains each bundle on the remaining folds with fold 0 validating (30
+epochs for AP, 50 for LAT, whose five structures include the thin lines, unless ``--epochs`` is given), evaluates on
+the testing list at the original resolution, and prints per-structure Dice, Jaccard and tolerance Dice with the wall
+times. Results are also written to ``results.json``. Runs already trained are reused; delete the output folder to
+start over.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 
 from pipelines.common import REPO, config_files, run_bundle
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.data.synth_xray import parse_size, write_xray_dataset
 
 BUNDLES = {"AP": "spine_xray_ap_seg", "LAT": "spine_xray_lat_seg"}
 EPOCHS = {"AP": 30, "LAT": 50}
@@ -35,11 +36,19 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every view (default: AP 30, LAT 50)")
     parser.add_argument("--views", nargs="+", default=["AP", "LAT"], choices=sorted(BUNDLES))
     parser.add_argument("--variant", default=None, help="a variant config merged on top, e.g. attention_unet.json")
+    parser.add_argument("--size", default="384x576", help="WxH of the synthetic films (default 384x576)")
     args = parser.parse_args(argv)
+    try:
+        size = parse_size(args.size)
+    except ValueError as e:
+        parser.error(str(e))
     out = args.out.resolve()
     data, datalist = out / "data", out / "datalist.json"
     if not (data / "ground_truth.json").exists():
-        write_xray_dataset(data, 160, seed=1234)
+        write_xray_dataset(data, 160, seed=1234, size=size)
+    made = tuple(json.loads((data / "ground_truth.json").read_text())["size"])
+    if made != size:
+        parser.error(f"{data} holds films of {made[0]}x{made[1]}, not {args.size}: use another --out")
     if not datalist.exists():
         write_datalist(datalist, build_xray_datalist(data, folds=5, test_fraction=0.25, seed=1234))
     dl = json.loads(datalist.read_text())
@@ -47,6 +56,7 @@ def main(argv=None) -> int:
     results = {
         "date": date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+        "film_size": list(size),
         "train_patients": n_train,
         "test_patients": len(dl["testing"]),
         "views": {},
@@ -85,6 +95,9 @@ def main(argv=None) -> int:
             f"train {train_s / 60 if train_s else float('nan'):.1f} min):"
         )
         print(summary[["structure", "Dice", "Jaccard", "ToleranceDice", "FP", "FN"]].to_string(index=False))
+    # A run of some views keeps the other views' results from earlier runs on the same set.
+    earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    results["views"] = {**earlier.get("views", {}), **results["views"]}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nwritten: {out / 'results.json'}")
     return 0

@@ -143,3 +143,17 @@ def test_layout_steps_default_to_about_a_second(tmp_path, monkeypatch):
     assert calls == [bench_layout.WARMUP_STEPS] * 2 + [1] + [3] * 4
     row = json.loads((tmp_path / "layout.json").read_text())["results"]["xray"]
     assert row["steps"] == 3 and row["channels_first_step_s"] == pytest.approx(0.3)
+
+
+def test_xray_benchmark_refuses_a_set_of_another_size(tmp_path, capsys):
+    """``bench_xray --size`` measures films of that size: a set made at another size is refused, not reused."""
+    from pipelines import bench_xray
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ground_truth.json").write_text(json.dumps({"size": [384, 576], "cases": {}}))
+    with pytest.raises(SystemExit):
+        bench_xray.main(["--out", str(tmp_path), "--size", "1900x2900"])
+    assert "holds films of 384x576, not 1900x2900" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_xray.main(["--out", str(tmp_path), "--size", "2900x1900"])
+    assert "landscape" in capsys.readouterr().err
