@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-mri bench-cls bench-measure gpu-wheels
+.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure gpu-wheels
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench-xray: install
 # The same benchmark on films of the ELL888 size: 3 px lines under a 7.5x downsampling, as on the real films.
 bench-xray-1900: install
 	$(BIN)/python -m pipelines.bench_xray --size 1900x2900 --out bench_output/xray_1900
+
+# The same films with configs/hires.json, a 768x512 grid: results beside the default's in results.json.
+bench-xray-hires: install
+	$(BIN)/python -m pipelines.bench_xray --size 1900x2900 --out bench_output/xray_1900 --variant hires.json
 
 bench-mri: install
 	$(BIN)/python -m pipelines.bench_mri

@@ -6,8 +6,8 @@ Generates 160 synthetic patients (seed 1234, 384x576 or ``--size``, e.g. 1900x29
 ``--out``), holds 40 out as the testing list, trains each bundle on the remaining folds with fold 0 validating (30
 epochs for AP, 50 for LAT, whose five structures include the thin lines, unless ``--epochs`` is given), evaluates on
 the testing list at the original resolution, and prints per-structure Dice, Jaccard and tolerance Dice with the wall
-times. Results are also written to ``results.json``. Runs already trained are reused; delete the output folder to
-start over.
+times. Results are also written to ``results.json``, by view, and by view and variant (``AP+hires``) for a
+``--variant`` run. Runs already trained are reused; delete the output folder to start over.
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def main(argv=None) -> int:
             log=run_dir / "evaluate.log",
         )
         summary = pd.read_csv(run_dir / "eval" / "summary.csv")
-        results["views"][view] = {
+        # A variant's results sit beside the default's, not in their place.
+        results["views"][view + (f"+{Path(args.variant).stem}" if args.variant else "")] = {
+            "variant": Path(args.variant).name if args.variant else None,
             "epochs": epochs,
             "train_seconds": train_s,
             "evaluate_seconds": time.perf_counter() - eval_start,

@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.11"
+__version__ = "0.1.12"
 
 _SUBMODULES = (
     "bundle",

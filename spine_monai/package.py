@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from spine_monai.bundle import bundle_config_files, check_config_ids
+from spine_monai.handlers.checkpoint import check_input_grid, load_checkpoint
 
 __all__ = ["SCHEMA", "EXPORT_ATOL", "package_bundle", "packaged_configs", "validate_metadata"]
 
@@ -123,6 +123,15 @@ def _example_input(meta: dict) -> torch.Tensor:
     return torch.rand(2, int(spec["num_channels"]), *shape, generator=torch.Generator().manual_seed(0))
 
 
+def _set_input_grid(meta: dict, grid: Sequence[int]) -> None:
+    """Make ``meta``'s input, and the outputs of the input's shape, ``grid``: the packaged configs' resize grid."""
+    fmt = meta["network_data_format"]
+    unbaked = fmt["inputs"]["image"]["spatial_shape"]
+    for spec in [fmt["inputs"]["image"], *fmt["outputs"].values()]:
+        if spec.get("spatial_shape") == unbaked:
+            spec["spatial_shape"] = [int(s) for s in grid]
+
+
 def _weights(ckpt: Path) -> tuple[dict, str]:
     """The network's state dict in ``ckpt`` and its key there (``"model"`` in a training checkpoint, else ``""``).
 
@@ -130,10 +139,7 @@ def _weights(ckpt: Path) -> tuple[dict, str]:
         ValueError: for a file ``torch.load(weights_only=True)`` refuses (such as a pickle that would run code) or
             that holds no state dict.
     """
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{ckpt}: not a weights-only checkpoint, refused by torch.load(weights_only=True): {e}") from e
+    state = load_checkpoint(ckpt)
     weights, key = (state["model"], "model") if isinstance(state, dict) and "model" in state else (state, "")
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ValueError(f"{ckpt}: holds no network state dict (names to tensors), found {type(weights).__name__}")
@@ -261,6 +267,8 @@ def package_bundle(
 
     The zip's ``configs/metadata.json`` gains a ``packaged`` record: date, spine-monai version, the checkpoint's
     SHA-256, the config files and overrides baked in, and each export's largest difference from the eager model.
+    Its ``network_data_format`` takes the input grid (``spatial_size``) of the packaged configs, which the exports
+    are checked on.
 
     Args:
         bundle_dir: the bundle folder (``configs/``, ``docs/``, ``LICENSE``, ``models/``).
@@ -278,8 +286,9 @@ def package_bundle(
 
     Raises:
         ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, weights that do not
-            fit the network, a network whose input or outputs differ from the metadata, or exports that do not match
-            the eager model.
+            fit the network, weights trained on another input grid than the packaged configs' (see
+            :py:func:`spine_monai.handlers.check_input_grid`), a network whose input or outputs differ from the
+            metadata, or exports that do not match the eager model.
         UnknownOverrideError: for an override no config of the bundle defines.
     """
     from spine_monai import __version__
@@ -295,6 +304,10 @@ def package_bundle(
         raise ValueError(f"{ckpt}: no trained weights to package; train first or pass --ckpt")
     configs = packaged_configs(bundle_dir, config_files, overrides)
     baked = bool(config_files or overrides)
+    grid = configs["inference.json"].get("spatial_size")
+    if isinstance(grid, list):
+        check_input_grid(ckpt, grid)
+        _set_input_grid(meta, grid)
     out = Path(out)
     zip_path = out / f"{name}_v{meta['version']}.zip" if out.is_dir() or not out.suffix else out
     with tempfile.TemporaryDirectory() as tmp:

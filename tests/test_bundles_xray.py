@@ -22,6 +22,7 @@ from spine_monai.bundle import UnknownOverrideError, parse_override
 from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
+from spine_monai.handlers import INPUT_GRID_KEY, check_input_grid
 from spine_monai.package import SCHEMA, package_bundle
 
 BUNDLES = {"AP": REPO / "bundles" / "spine_xray_ap_seg", "LAT": REPO / "bundles" / "spine_xray_lat_seg"}
@@ -68,6 +69,8 @@ def test_train_writes_checkpoints_and_tensorboard(trained, view):
     state = torch.load(out / "models" / "checkpoint_epoch=1.pt", weights_only=True)
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
     assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one full epoch
+    model = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert model._metadata[""][INPUT_GRID_KEY] == [384, 256]  # a plain state dict, with the grid it was trained on
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -198,6 +201,49 @@ def test_variants_merge_and_train(xray_root, datalist, tmp_path):
         write_predictions=False,
     )
     assert (out / "eval" / "summary.csv").is_file()
+
+
+def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_root, datalist, tmp_path):
+    out = tmp_path / "hires"
+    run(
+        config_file=_cfg("LAT", "train.json", "hires.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        val_interval=1,
+        **{"train#trainer#max_epochs": 1},
+        **FAST,
+    )
+    ckpt = out / "models" / "model.pt"
+    assert torch.load(ckpt, weights_only=True)._metadata[""][INPUT_GRID_KEY] == [768, 512]
+    run(
+        config_file=_cfg("LAT", "evaluate.json", "hires.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        num_workers=0,
+    )
+    assert (out / "eval" / "summary.csv").is_file()
+
+    wrong = r"model\.pt: the network was trained on a {} input grid, but this config resizes images to {}"
+    films = {"dataset_dir": str(xray_root), "output_dir": str(tmp_path / "o"), "num_workers": 0}
+    with raises_in_chain(ValueError, wrong.format("768x512", "384x256") + r".*configs/hires\.json"):
+        run(config_file=_cfg("LAT", "inference.json"), ckpt_path=str(ckpt), **films)
+    with raises_in_chain(ValueError, wrong.format("384x256", "768x512")):
+        run(config_file=_cfg("LAT", "inference.json", "hires.json"), **{**films, "output_dir": str(trained["LAT"])})
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=1\.pt: the network was trained on a 768x512 input grid"):
+        check_input_grid(out / "models" / "checkpoint_epoch=1.pt", [384, 256])  # the full training checkpoint
+    check_input_grid(_random_weights(tmp_path / "plain.pt", _cfg("LAT", "inference.json")), [1, 1])  # no record
+
+    with pytest.raises(ValueError, match=wrong.format("768x512", "384x256")):
+        package_bundle(BUNDLES["LAT"], tmp_path / "dist", ckpt=ckpt)
+    zip_path = package_bundle(BUNDLES["LAT"], tmp_path / "dist", ckpt=ckpt, config_files=[_cfg("LAT", "hires.json")])
+    with zipfile.ZipFile(zip_path) as zf:
+        meta = json.loads(zf.read("spine_xray_lat_seg/configs/metadata.json"))
+        assert json.loads(zf.read("spine_xray_lat_seg/configs/inference.json"))["spatial_size"] == [768, 512]
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["spatial_shape"] == fmt["outputs"]["pred"]["spatial_shape"] == [768, 512]
 
 
 def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist, tmp_path):

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import torch.distributed as dist
 from conftest import REPO, small_run_args
 
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.handlers import end_process_group
+from spine_monai.handlers import INPUT_GRID_KEY, end_process_group
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
 
@@ -77,6 +78,9 @@ def test_two_process_gloo_training_rank_zero_writes(gloo_training):
     assert "Saved checkpoint" in both[0] and "Saved checkpoint" not in both[1]
     models = sorted(p.name for p in (out / "models").iterdir())
     assert models == ["checkpoint_epoch=2.pt", "model.pt"]
+    # The network's own state dict (not DDP's, under ``module.``), with the grid it was trained on.
+    model = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in model) and model._metadata[""][INPUT_GRID_KEY] == [384, 256]
     events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert len(events) == 1, events
 

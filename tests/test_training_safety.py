@@ -14,6 +14,7 @@ from conftest import REPO, raises_in_chain, small_run_args
 from monai.bundle import run
 
 from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.networks import build_encoder, load_encoder_weights
 from spine_monai.package import package_bundle
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
@@ -100,8 +101,11 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(xray_root, datalist, t
             ckpt_path=str(evil),
             num_workers=0,
         )
-    with pytest.raises(ValueError, match=r"model\.pt: not a weights-only checkpoint, refused by torch\.load"):
+    refused = r"model\.pt: not a weights-only checkpoint, refused by torch\.load"
+    with pytest.raises(ValueError, match=refused):
         package_bundle(AP.parent, tmp_path / "dist", ckpt=evil)
+    with pytest.raises(ValueError, match=refused):
+        load_encoder_weights(build_encoder("resnet18", 1), evil)
     assert not marker.exists(), "loading the checkpoint executed code"
 
 

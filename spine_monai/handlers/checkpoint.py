@@ -1,18 +1,32 @@
-"""Checkpoints written atomically, and the helpers that find them again."""
+"""Checkpoints: written atomically, read weights-only, found again, and checked against the input grid they were
+trained on."""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
+from torch import nn
 
-__all__ = ["AtomicCheckpointSaver", "attach_resume", "latest_checkpoint", "find_checkpoint"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "INPUT_GRID_KEY",
+    "attach_resume",
+    "check_input_grid",
+    "find_checkpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "record_input_grid",
+]
 
 
 def _umask() -> int:
@@ -72,6 +86,83 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             super().load_state_dict(state_dict)
+
+
+# Where a state dict records its network's input grid: PyTorch's per-module metadata (``state_dict._metadata``),
+# which keeps the file a plain state dict that ``load_state_dict`` and MONAI's ``ckpt_export`` read as before.
+INPUT_GRID_KEY = "spine_monai_input_grid"
+
+
+def record_input_grid(network: nn.Module, spatial_size: Sequence[int]) -> nn.Module:
+    """Make every state dict of ``network`` record ``spatial_size``, the grid its input images are resized to.
+
+    A fully convolutional network runs on any grid, so a film resized to another grid than the one the network
+    was trained on gives worse masks without an error. With the grid in its checkpoints, :func:`check_input_grid`
+    refuses such a pairing before evaluation, inference or packaging. The record is kept in the state dict's
+    per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
+
+    Args:
+        network: the network being trained.
+        spatial_size: the grid, (H, W).
+
+    Returns:
+        ``network``, whose state dicts now carry the grid.
+    """
+    grid = [int(s) for s in spatial_size]
+
+    def _record(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        local_metadata[INPUT_GRID_KEY] = grid
+
+    network.register_state_dict_post_hook(_record)
+    return network
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, with an error that names the file.
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        what the file holds: tensors, and containers of tensors and plain values.
+
+    Raises:
+        ValueError: for a file ``torch.load(weights_only=True)`` refuses, such as a pickle that would run code, or
+            a truncated file; the loader's own error is chained.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: not a weights-only checkpoint, refused by torch.load(weights_only=True): {e}") from e
+
+
+def check_input_grid(ckpt_path: str | os.PathLike, spatial_size: Sequence[int]) -> None:
+    """Refuse a checkpoint whose network was trained on another input grid than ``spatial_size``.
+
+    Checkpoints without the record of :func:`record_input_grid` (written before spine-monai 0.1.12, or made
+    elsewhere) pass.
+
+    Args:
+        ckpt_path: a state dict, or a training checkpoint holding one under ``"model"``; read with
+            :func:`load_checkpoint`.
+        spatial_size: the grid the config resizes its input to.
+
+    Raises:
+        ValueError: naming the file, both grids and the override that fits the checkpoint.
+    """
+    state = load_checkpoint(ckpt_path)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    records = [m[INPUT_GRID_KEY] for m in getattr(state, "_metadata", {}).values() if INPUT_GRID_KEY in m]
+    if not records:
+        return
+    trained, configured = [int(s) for s in records[0]], [int(s) for s in spatial_size]
+    if trained != configured:
+        raise ValueError(
+            f"{ckpt_path}: the network was trained on a {'x'.join(map(str, trained))} input grid, but this config "
+            f"resizes images to {'x'.join(map(str, configured))}; pass the variant file it was trained with "
+            f'(such as configs/hires.json) or --spatial_size "{trained}"'
+        )
 
 
 _EPOCH = re.compile(r"epoch=(\d+)\.pt$")

@@ -19,6 +19,8 @@ import torch
 from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18, resnet34, resnet50
 from torch import nn
 
+from spine_monai.handlers.checkpoint import load_checkpoint
+
 __all__ = ["BACKBONES", "DualViewClassifier", "build_encoder", "load_encoder_weights"]
 
 # Backbone name -> channels of the feature map its encoder yields.
@@ -110,17 +112,19 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
     The file holds a state dict of the encoder or of the whole MONAI backbone it came from (for instance a
     ``DenseNet121`` or ``resnet18`` saved with ``torch.save(net.state_dict(), path)``), possibly under a
     ``"state_dict"`` or ``"model"`` key and with DDP's ``module.`` prefix. The backbone's classifier
-    (``fc``, ``class_layers``) is ignored. It is read with ``torch.load(weights_only=True)``.
+    (``fc``, ``class_layers``) is ignored. It is read with ``torch.load(weights_only=True)``
+    (:func:`spine_monai.handlers.load_checkpoint`).
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: listing the missing and unexpected keys, or the shapes that differ (e.g. weights made for
-            one input channel loaded into a mask-guided encoder).
+        ValueError: for a file ``torch.load(weights_only=True)`` refuses, or listing the missing and unexpected
+            keys, or the shapes that differ (e.g. weights made for one input channel loaded into a mask-guided
+            encoder).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained encoder weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
