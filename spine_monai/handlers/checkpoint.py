@@ -160,8 +160,8 @@ def check_input_grid(ckpt_path: str | os.PathLike, spatial_size: Sequence[int]) 
     if trained != configured:
         raise ValueError(
             f"{ckpt_path}: the network was trained on a {'x'.join(map(str, trained))} input grid, but this config "
-            f"resizes images to {'x'.join(map(str, configured))}; pass the variant file it was trained with "
-            f'(such as configs/hires.json) or --spatial_size "{trained}"'
+            f"resizes images to {'x'.join(map(str, configured))}; use the setting it was trained with: "
+            f'--spatial_size "{trained}", or the variant file that sets it (configs/hires.json for 768x512)'
         )
 
 
