@@ -34,6 +34,32 @@ def _cfg(view, *names):
     return files[0] if len(files) == 1 else files
 
 
+def _train_one_epoch(view, xray_root, datalist, out, *variants):
+    """One epoch of ``view``'s train.json (with ``variants`` merged on top), validated once, into ``out``."""
+    run(
+        config_file=_cfg(view, "train.json", *variants),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        fold=0,
+        output_dir=str(out),
+        val_interval=1,
+        **{"train#trainer#max_epochs": 1},
+        **FAST,
+    )
+
+
+def _evaluate(view, xray_root, datalist, out, *variants, **overrides):
+    """``view``'s evaluate.json (with ``variants``) on the testing list, for the model in ``out``."""
+    run(
+        config_file=_cfg(view, "evaluate.json", *variants),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        num_workers=0,
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
 def datalist(xray_root, tmp_path_factory):
     path = tmp_path_factory.mktemp("dl") / "datalist.json"
@@ -46,18 +72,8 @@ def trained(xray_root, datalist, tmp_path_factory):
     """One epoch of each bundle's real train.json."""
     out = {}
     for view in BUNDLES:
-        output_dir = tmp_path_factory.mktemp(f"train_{view}")
-        run(
-            config_file=_cfg(view, "train.json"),
-            dataset_dir=str(xray_root),
-            datalist=str(datalist),
-            fold=0,
-            output_dir=str(output_dir),
-            val_interval=1,
-            **{"train#trainer#max_epochs": 1},
-            **FAST,
-        )
-        out[view] = output_dir
+        out[view] = tmp_path_factory.mktemp(f"train_{view}")
+        _train_one_epoch(view, xray_root, datalist, out[view])
     return out
 
 
@@ -77,13 +93,7 @@ def test_train_writes_checkpoints_and_tensorboard(trained, view):
 @pytest.mark.parametrize("view", ["AP", "LAT"])
 def test_evaluate_at_original_resolution(trained, xray_root, datalist, view):
     out = trained[view]
-    run(
-        config_file=_cfg(view, "evaluate.json"),
-        dataset_dir=str(xray_root),
-        datalist=str(datalist),
-        output_dir=str(out),
-        num_workers=0,
-    )
+    _evaluate(view, xray_root, datalist, out)
     structures = json.loads((BUNDLES[view] / "configs" / "metadata.json").read_text())["network_data_format"][
         "outputs"
     ]["pred"]["channel_def"].values()
@@ -183,46 +193,17 @@ def test_variants_merge_and_train(xray_root, datalist, tmp_path):
         with torch.no_grad():
             assert net(torch.zeros(1, 1, 384, 256)).shape == (1, 5, 384, 256)
     out = tmp_path / "ds"
-    run(
-        config_file=_cfg("LAT", "train.json", "dynunet_deep_supervision.json"),
-        dataset_dir=str(xray_root),
-        datalist=str(datalist),
-        output_dir=str(out),
-        val_interval=1,
-        **{"train#trainer#max_epochs": 1},
-        **FAST,
-    )
-    run(
-        config_file=_cfg("LAT", "evaluate.json", "dynunet_deep_supervision.json"),
-        dataset_dir=str(xray_root),
-        datalist=str(datalist),
-        output_dir=str(out),
-        num_workers=0,
-        write_predictions=False,
-    )
+    _train_one_epoch("LAT", xray_root, datalist, out, "dynunet_deep_supervision.json")
+    _evaluate("LAT", xray_root, datalist, out, "dynunet_deep_supervision.json", write_predictions=False)
     assert (out / "eval" / "summary.csv").is_file()
 
 
 def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_root, datalist, tmp_path):
     out = tmp_path / "hires"
-    run(
-        config_file=_cfg("LAT", "train.json", "hires.json"),
-        dataset_dir=str(xray_root),
-        datalist=str(datalist),
-        output_dir=str(out),
-        val_interval=1,
-        **{"train#trainer#max_epochs": 1},
-        **FAST,
-    )
+    _train_one_epoch("LAT", xray_root, datalist, out, "hires.json")
     ckpt = out / "models" / "model.pt"
     assert torch.load(ckpt, weights_only=True)._metadata[""][INPUT_GRID_KEY] == [768, 512]
-    run(
-        config_file=_cfg("LAT", "evaluate.json", "hires.json"),
-        dataset_dir=str(xray_root),
-        datalist=str(datalist),
-        output_dir=str(out),
-        num_workers=0,
-    )
+    _evaluate("LAT", xray_root, datalist, out, "hires.json")
     assert (out / "eval" / "summary.csv").is_file()
 
     wrong = r"model\.pt: the network was trained on a {} input grid, but this config resizes images to {}"
