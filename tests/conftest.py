@@ -11,6 +11,7 @@ import pytest
 import torch
 from monai.data import set_track_meta
 
+from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.data.synth_xray import write_xray_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,14 @@ def xray_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("xray") / "data"
     write_xray_dataset(root, cases=8, seed=3, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def datalist(xray_root, tmp_path_factory) -> Path:
+    """``xray_root``'s datalist: two folds, a quarter of the patients in the testing list (seed 0); read-only."""
+    path = tmp_path_factory.mktemp("xray_datalist") / "datalist.json"
+    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
+    return path
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from monai.transforms import Compose
 from PIL import Image
 
 import spine_monai
-from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.data import write_datalist
 from spine_monai.data.classification import (
     class_weights,
     cls_inference_inputs,
@@ -52,13 +52,6 @@ def _parser(name: str, **overrides) -> ConfigParser:
     parser.read_meta(_cfg("metadata.json"))
     parser.update(overrides)
     return parser
-
-
-@pytest.fixture(scope="module")
-def datalist(xray_root, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cls_dl") / "datalist.json"
-    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
-    return path
 
 
 @pytest.fixture(scope="module")

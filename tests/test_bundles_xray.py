@@ -61,13 +61,6 @@ def _evaluate(view, xray_root, datalist, out, *variants, **overrides):
 
 
 @pytest.fixture(scope="module")
-def datalist(xray_root, tmp_path_factory):
-    path = tmp_path_factory.mktemp("dl") / "datalist.json"
-    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained(xray_root, datalist, tmp_path_factory):
     """One epoch of each bundle's real train.json."""
     out = {}

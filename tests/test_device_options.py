@@ -20,7 +20,6 @@ from monai.utils import set_determinism
 
 from spine_monai.data import (
     build_mri_datalist,
-    build_xray_datalist,
     device_cache,
     light_loader_workers,
     loader_workers,
@@ -107,16 +106,14 @@ def test_device_cache_and_its_loaders():
 
 
 @pytest.fixture(scope="module")
-def datasets(xray_root, tmp_path_factory):
+def datasets(xray_root, datalist, tmp_path_factory):
     base = tmp_path_factory.mktemp("device_options")
-    xray_list = base / "xray_datalist.json"
-    write_datalist(xray_list, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
     mri_root = base / "mri"
     write_mri_dataset(mri_root, cases=4, seed=5, shape=(6, 96, 96), workers=1)
     mri_list = base / "mri_datalist.json"
     write_datalist(mri_list, build_mri_datalist(mri_root, folds=2, test_fraction=0.25, seed=0))
     return {
-        "spine_xray_ap_seg": {"dataset_dir": str(xray_root), "datalist": str(xray_list)},
+        "spine_xray_ap_seg": {"dataset_dir": str(xray_root), "datalist": str(datalist)},
         "spine_mri_seg": {
             "dataset_dir": str(mri_root),
             "datalist": str(mri_list),

@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 from conftest import REPO, small_run_args
 
-from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.handlers import INPUT_GRID_KEY, end_process_group
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
@@ -57,11 +56,9 @@ def _torchrun(args: list[str], logs: Path) -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def gloo_training(xray_root, tmp_path_factory):
+def gloo_training(xray_root, datalist, tmp_path_factory):
     """Two epochs of the AP bundle's training in two processes: its datalist, output folder and rank logs."""
     base = tmp_path_factory.mktemp("gloo")
-    datalist = base / "datalist.json"
-    write_datalist(datalist, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
     out = base / "out"
     configs = repr([str(AP / "train.json"), str(AP / "multi_gpu_train.json")])
     logs = _torchrun(small_run_args(configs, xray_root, datalist, out, 2), base / "logs")

@@ -17,7 +17,7 @@ from conftest import REPO
 from pipelines import architectures, experiment, kfold, noise, train_size
 from pipelines.registry import EXPERIMENTS
 from spine_monai.cli import build_parser
-from spine_monai.data import build_mri_datalist, build_xray_datalist, read_datalist, write_datalist
+from spine_monai.data import build_mri_datalist, read_datalist, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
 
 MICRO = ["--epochs", "1", "-o", "spatial_size=[192,128]", "-o", "batch_size=2", "-o", "num_workers=0"]
@@ -27,11 +27,9 @@ XRAY_METRICS = ["cases", "Dice", "Jaccard", "ToleranceDice", "FP", "FN"]
 
 
 @pytest.fixture(scope="module")
-def data(xray_root, tmp_path_factory) -> list[str]:
+def data(xray_root, datalist) -> list[str]:
     """The arguments that point an experiment at ``xray_root`` and a 2-fold datalist with 2 testing patients."""
-    path = tmp_path_factory.mktemp("pipelines") / "datalist.json"
-    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
-    return ["--dataset-dir", str(xray_root), "--datalist", str(path)]
+    return ["--dataset-dir", str(xray_root), "--datalist", str(datalist)]
 
 
 @pytest.fixture

@@ -13,18 +13,10 @@ import torch
 from conftest import REPO, raises_in_chain, small_run_args
 from monai.bundle import run
 
-from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.networks import build_encoder, load_encoder_weights
 from spine_monai.package import package_bundle
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
-
-
-@pytest.fixture(scope="module")
-def datalist(xray_root, tmp_path_factory):
-    path = tmp_path_factory.mktemp("safety") / "datalist.json"
-    write_datalist(path, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
-    return path
 
 
 def _train_cmd(xray_root, datalist, out, *extra):

@@ -145,11 +145,9 @@ def test_network_and_factory_reject_bad_settings(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def vertebra_run(xray_root, tmp_path_factory):
+def vertebra_run(xray_root, datalist, tmp_path_factory):
     """One epoch of train.json at vertebra level on the reference vertebra masks, then evaluate.json."""
     out = tmp_path_factory.mktemp("vertebra_cls")
-    datalist = out / "datalist.json"
-    write_datalist(datalist, build_xray_datalist(xray_root, folds=2, test_fraction=0.25, seed=0))
     common = {"dataset_dir": str(xray_root), "datalist": str(datalist), "output_dir": str(out)}
     common.update(mask_dir=str(xray_root), **FAST)
     run(config_file=str(BUNDLE / "configs" / "train.json"), batch_size=2, **{"train#trainer#max_epochs": 1}, **common)
