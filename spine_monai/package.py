@@ -28,6 +28,8 @@ SCHEMA = Path(__file__).parent / "resources" / "meta_schema_20240725.json"
 
 # Largest absolute output difference an export may have from the eager model on the example input.
 EXPORT_ATOL = {"torchscript": 1e-4, "onnx": 1e-3}
+# How to package a checkpoint trained on another input grid than the configs' (see check_input_grid).
+PACKAGE_GRID_HINT = "package it with the variant files (--config) or overrides (--override) that give it {trained}"
 # The configs a variant or overrides are baked into.
 BAKED_CONFIGS = ("train.json", "evaluate.json", "inference.json")
 
@@ -146,15 +148,12 @@ def _weights(ckpt: Path) -> tuple[dict, str]:
     return weights, key
 
 
-def _eager_network(config_file: Path, bundle_dir: Path, ckpt: Path, weights: dict) -> torch.nn.Module:
-    """``network_def`` of ``config_file`` with ``weights`` loaded, in eval mode.
+def _eager_network(parser: ConfigParser, ckpt: Path, weights: dict) -> torch.nn.Module:
+    """``network_def`` of the config in ``parser`` with ``weights`` loaded, in eval mode.
 
     Raises:
         ValueError: when the weights do not fit the network, naming both and the likely cause.
     """
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser.update({"bundle_root": str(bundle_dir)})
     net = parser.get_parsed_content("network_def")
     expected = net.state_dict()
     missing = [k for k in expected if k not in weights]
@@ -267,7 +266,7 @@ def package_bundle(
 
     The zip's ``configs/metadata.json`` gains a ``packaged`` record: date, spine-monai version, the checkpoint's
     SHA-256, the config files and overrides baked in, and each export's largest difference from the eager model.
-    Its ``network_data_format`` takes the input grid (``spatial_size``) of the packaged configs, which the exports
+    Its ``network_data_format`` takes the input grid (``input_grid``) of the packaged configs, which the exports
     are checked on.
 
     Args:
@@ -304,10 +303,6 @@ def package_bundle(
         raise ValueError(f"{ckpt}: no trained weights to package; train first or pass --ckpt")
     configs = packaged_configs(bundle_dir, config_files, overrides)
     baked = bool(config_files or overrides)
-    grid = configs["inference.json"].get("spatial_size")
-    if isinstance(grid, list):
-        check_input_grid(ckpt, grid)
-        _set_input_grid(meta, grid)
     out = Path(out)
     zip_path = out / f"{name}_v{meta['version']}.zip" if out.is_dir() or not out.suffix else out
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +312,14 @@ def package_bundle(
         for config_name, config in configs.items():
             (staged / config_name).write_text(json.dumps(config, indent=4) + "\n")
         weights, key = _weights(ckpt)
-        net = _eager_network(staged / "inference.json", bundle_dir, ckpt, weights)
+        inference = ConfigParser()
+        inference.read_config(str(staged / "inference.json"))
+        inference.update({"bundle_root": str(bundle_dir)})
+        if "input_grid" in inference:
+            grid = inference.get_parsed_content("input_grid")
+            check_input_grid(ckpt, grid, hint=PACKAGE_GRID_HINT)
+            _set_input_grid(meta, grid)
+        net = _eager_network(inference, ckpt, weights)
         x = _example_input(meta)
         eager = _check_io(net, x, meta, bundle_dir / "configs" / "metadata.json")
         models = tmp / "models"

@@ -26,6 +26,7 @@ from spine_monai.data.classification import (
     weighted_sampler,
 )
 from spine_monai.errors import DataError
+from spine_monai.handlers import INPUT_GRID_KEY
 from spine_monai.metrics.classification import (
     accuracy,
     classification_report,
@@ -34,6 +35,7 @@ from spine_monai.metrics.classification import (
     roc_curve,
 )
 from spine_monai.networks import DualViewClassifier, build_encoder
+from spine_monai.package import package_bundle
 from spine_monai.transforms import view_augmentations
 
 BUNDLE = REPO / "bundles" / "spine_xray_cls"
@@ -81,6 +83,18 @@ def test_train_writes_checkpoints_and_tensorboard(trained):
         k.startswith("encoders.LAT.") for k in state["model"]
     )
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_model_runs_only_on_the_grid_it_was_trained_on(trained, xray_root, tmp_path):
+    ckpt = trained / "models" / "model.pt"
+    assert torch.load(ckpt, weights_only=True)._metadata[""][INPUT_GRID_KEY] == [192, 128]
+    wrong = r"model\.pt: the network was trained on a 192x128 input grid, but this config gives it 384x256; "
+    settings = {"dataset_dir": str(xray_root), "output_dir": str(tmp_path / "o"), "ckpt_path": str(ckpt)}
+    with raises_in_chain(ValueError, wrong + r'use the settings it was trained with: --spatial_size "\[192, 128\]"'):
+        run(config_file=_cfg("inference.json"), num_workers=0, **settings)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=wrong + r"package it with .* that give it \[192, 128\]"):
+        package_bundle(BUNDLE, tmp_path / "dist", ckpt=ckpt)
 
 
 def test_evaluate_writes_the_report_files(trained, xray_root, datalist):

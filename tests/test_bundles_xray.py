@@ -199,7 +199,7 @@ def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_ro
     _evaluate("LAT", xray_root, datalist, out, "hires.json")
     assert (out / "eval" / "summary.csv").is_file()
 
-    wrong = r"model\.pt: the network was trained on a {} input grid, but this config resizes images to {}"
+    wrong = r"model\.pt: the network was trained on a {} input grid, but this config gives it {}"
     films = {"dataset_dir": str(xray_root), "output_dir": str(tmp_path / "o"), "num_workers": 0}
     with raises_in_chain(ValueError, wrong.format("768x512", "384x256") + r".*configs/hires\.json"):
         run(config_file=_cfg("LAT", "inference.json"), ckpt_path=str(ckpt), **films)
@@ -210,7 +210,7 @@ def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_ro
         check_input_grid(out / "models" / "checkpoint_epoch=1.pt", [384, 256])  # the full training checkpoint
     check_input_grid(_random_weights(tmp_path / "plain.pt", _cfg("LAT", "inference.json")), [1, 1])  # no record
 
-    with pytest.raises(ValueError, match=wrong.format("768x512", "384x256")):
+    with pytest.raises(ValueError, match=wrong.format("768x512", "384x256") + r".*--config.*\[768, 512\]"):
         package_bundle(BUNDLES["LAT"], tmp_path / "dist", ckpt=ckpt)
     zip_path = package_bundle(BUNDLES["LAT"], tmp_path / "dist", ckpt=ckpt, config_files=[_cfg("LAT", "hires.json")])
     with zipfile.ZipFile(zip_path) as zf:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
+from spine_monai.handlers import INPUT_GRID_KEY
 from spine_monai.networks import VertebraMILClassifier, patient_classifier
 from spine_monai.transforms import VertebraPatches, VertebraPatchesd, classifier_geometry
 
@@ -156,9 +157,20 @@ def vertebra_run(xray_root, datalist, tmp_path_factory):
     return out
 
 
-def test_bundle_trains_and_evaluates_at_vertebra_level(vertebra_run):
+def test_bundle_trains_and_evaluates_at_vertebra_level(vertebra_run, xray_root, tmp_path):
     state = torch.load(vertebra_run / "models" / "model.pt", weights_only=True)
     assert any(k.startswith("attention.LAT.") for k in state)
+    assert state._metadata[""][INPUT_GRID_KEY] == [24, 24]  # the patches, not spatial_size
+    wrong = "trained on a 24x24 input grid, but this config gives it 32x32; .*--patch_size 24 at vertebra level"
+    with raises_in_chain(ValueError, wrong):
+        run(
+            config_file=str(BUNDLE / "configs" / "inference.json"),
+            dataset_dir=str(xray_root),
+            mask_dir=str(xray_root),
+            output_dir=str(tmp_path / "o"),
+            ckpt_path=str(vertebra_run / "models" / "model.pt"),
+            **{**{k: v for k, v in FAST.items() if k != "progress_bar"}, "patch_size": 32},
+        )
     per_patient = pd.read_csv(vertebra_run / "eval" / "per_patient.csv")
     assert len(per_patient) == 2 and per_patient["prob_damaged"].between(0, 1).all()
 
@@ -198,12 +210,13 @@ def test_inference_at_vertebra_level_skips_an_uncuttable_patient_and_writes_grad
         parser.get_parsed_content("handlers", lazy=False)
 
 
-def test_vertebra_level_needs_masks(xray_root, tmp_path):
+def test_vertebra_level_needs_masks(vertebra_run, xray_root, tmp_path):
     with raises_in_chain(ValueError, match="mask_dir is empty"):
         run(
             config_file=str(BUNDLE / "configs" / "evaluate.json"),
             dataset_dir=str(xray_root),
             output_dir=str(tmp_path),
+            ckpt_path=str(vertebra_run / "models" / "model.pt"),
             **{k: v for k, v in FAST.items() if k != "progress_bar"},
         )
 

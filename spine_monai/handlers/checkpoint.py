@@ -93,22 +93,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
 INPUT_GRID_KEY = "spine_monai_input_grid"
 
 
-def record_input_grid(network: nn.Module, spatial_size: Sequence[int]) -> nn.Module:
-    """Make every state dict of ``network`` record ``spatial_size``, the grid its input images are resized to.
+def record_input_grid(network: nn.Module, grid: Sequence[int]) -> nn.Module:
+    """Make every state dict of ``network`` record ``grid``, the (H, W) of the images it is given.
 
-    A fully convolutional network runs on any grid, so a film resized to another grid than the one the network
-    was trained on gives worse masks without an error. With the grid in its checkpoints, :func:`check_input_grid`
-    refuses such a pairing before evaluation, inference or packaging. The record is kept in the state dict's
-    per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
+    A fully convolutional or globally pooling network runs on any grid, so images brought to another grid than the
+    one it was trained on give worse outputs without an error. With the grid in its checkpoints,
+    :func:`check_input_grid` refuses such a pairing before evaluation, inference or packaging. The record is kept in
+    the state dict's per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
 
     Args:
         network: the network being trained.
-        spatial_size: the grid, (H, W).
+        grid: its input grid, (H, W): ``spatial_size`` of a film resized to fit, or a patch's size.
 
     Returns:
         ``network``, whose state dicts now carry the grid.
     """
-    grid = [int(s) for s in spatial_size]
+    grid = [int(s) for s in grid]
 
     def _record(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
         local_metadata[INPUT_GRID_KEY] = grid
@@ -136,8 +136,15 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not a weights-only checkpoint, refused by torch.load(weights_only=True): {e}") from e
 
 
-def check_input_grid(ckpt_path: str | os.PathLike, spatial_size: Sequence[int]) -> None:
-    """Refuse a checkpoint whose network was trained on another input grid than ``spatial_size``.
+# How to run a segmentation checkpoint on the grid it was trained on; other bundles pass their own.
+_GRID_HINT = (
+    'use the setting it was trained with: --spatial_size "{trained}", or the variant file that sets it '
+    "(configs/hires.json for 768x512)"
+)
+
+
+def check_input_grid(ckpt_path: str | os.PathLike, grid: Sequence[int], hint: str = _GRID_HINT) -> None:
+    """Refuse a checkpoint whose network was trained on another input grid than ``grid``.
 
     Checkpoints without the record of :func:`record_input_grid` (written before spine-monai 0.1.12, or made
     elsewhere) pass.
@@ -145,10 +152,12 @@ def check_input_grid(ckpt_path: str | os.PathLike, spatial_size: Sequence[int]) 
     Args:
         ckpt_path: a state dict, or a training checkpoint holding one under ``"model"``; read with
             :func:`load_checkpoint`.
-        spatial_size: the grid the config resizes its input to.
+        grid: the (H, W) the config gives the network.
+        hint: how to run the checkpoint, ending the error; ``{trained}`` is the grid it was trained on. The
+            default names ``spatial_size`` and the segmentation bundles' ``configs/hires.json``.
 
     Raises:
-        ValueError: naming the file, both grids and the override that fits the checkpoint.
+        ValueError: naming the file, both grids and the hint.
     """
     state = load_checkpoint(ckpt_path)
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
@@ -156,12 +165,11 @@ def check_input_grid(ckpt_path: str | os.PathLike, spatial_size: Sequence[int]) 
     records = [m[INPUT_GRID_KEY] for m in getattr(state, "_metadata", {}).values() if INPUT_GRID_KEY in m]
     if not records:
         return
-    trained, configured = [int(s) for s in records[0]], [int(s) for s in spatial_size]
+    trained, configured = [int(s) for s in records[0]], [int(s) for s in grid]
     if trained != configured:
         raise ValueError(
             f"{ckpt_path}: the network was trained on a {'x'.join(map(str, trained))} input grid, but this config "
-            f"resizes images to {'x'.join(map(str, configured))}; use the setting it was trained with: "
-            f'--spatial_size "{trained}", or the variant file that sets it (configs/hires.json for 768x512)'
+            f"gives it {'x'.join(map(str, configured))}; {hint.format(trained=trained)}"
         )
 
 

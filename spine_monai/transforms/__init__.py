@@ -8,7 +8,7 @@ from spine_monai.transforms.batch import (
     RandSpatialBatch,
     RandSpatialBatchd,
 )
-from spine_monai.transforms.classifier import classifier_geometry
+from spine_monai.transforms.classifier import CLASSIFIER_GRID_HINT, classifier_geometry, classifier_input_grid
 from spine_monai.transforms.compose import UntrackedCompose
 from spine_monai.transforms.io import (
     LoadRadiograph,
@@ -32,6 +32,7 @@ from spine_monai.transforms.vertebrae import VertebraPatches, VertebraPatchesd
 from spine_monai.transforms.volume import LoadVolume, LoadVolumed, SaveLabelVolume, SaveLabelVolumed
 
 __all__ = [
+    "CLASSIFIER_GRID_HINT",
     "AugmentBatch",
     "BinarizeMasks",
     "BinarizeMasksd",
@@ -59,6 +60,7 @@ __all__ = [
     "VertebraPatches",
     "VertebraPatchesd",
     "classifier_geometry",
+    "classifier_input_grid",
     "fit_size",
     "fixed_noise",
     "overlay_masks",

@@ -6,11 +6,34 @@ from collections.abc import Sequence
 
 from monai.transforms import MapTransform, SpatialPadd
 
+from spine_monai.bundle import as_bool
 from spine_monai.data.classification import mask_key, view_structures
 from spine_monai.transforms.spatial import ResizeMasksToFitd, ResizeToFitd
 from spine_monai.transforms.vertebrae import VertebraPatchesd
 
-__all__ = ["classifier_geometry"]
+__all__ = ["CLASSIFIER_GRID_HINT", "classifier_geometry", "classifier_input_grid"]
+
+
+# How to run a classifier checkpoint on the grid it was trained on (see spine_monai.handlers.check_input_grid).
+CLASSIFIER_GRID_HINT = (
+    'use the settings it was trained with: --spatial_size "{trained}" for whole films, --patch_size {trained[0]} at '
+    "vertebra level"
+)
+
+
+def classifier_input_grid(spatial_size: Sequence[int], vertebra_level: bool, patch_size: int) -> list[int]:
+    """The (H, W) of each view as the classifier's network receives it from :func:`classifier_geometry`.
+
+    Args:
+        spatial_size: the whole-film input size.
+        vertebra_level: vertebra patches instead of whole films (text such as ``'true'`` is read as
+            :func:`spine_monai.bundle.as_bool` reads it).
+        patch_size: the side of a vertebra patch.
+
+    Returns:
+        ``[patch_size, patch_size]`` at vertebra level, else ``spatial_size``.
+    """
+    return [int(patch_size)] * 2 if as_bool(vertebra_level) else [int(s) for s in spatial_size]
 
 
 def _vertebra(view: str) -> str:
