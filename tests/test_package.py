@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -17,6 +18,14 @@ BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" 
 
 def test_every_bundle_is_found():
     assert BUNDLES == ["spine_mri_seg", "spine_xray_ap_seg", "spine_xray_cls", "spine_xray_lat_seg"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_docs_install_the_spine_monai_the_bundle_requires(bundle):
+    bundle_dir = REPO / "bundles" / bundle
+    required = json.loads((bundle_dir / "configs" / "metadata.json").read_text())["required_packages_version"]
+    pins = re.findall(r'pip install "spine-monai==([0-9.]+)"', (bundle_dir / "docs" / "README.md").read_text())
+    assert pins == [required["spine-monai"]]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
