@@ -15,6 +15,8 @@ from spine_monai.errors import DataError
 
 __all__ = ["build_parser", "main"]
 
+VIEW_CHOICES = ("AP", "LAT")
+
 
 def _print_problems(title: str, problems: Sequence[dict]) -> None:
     if problems:
@@ -62,12 +64,31 @@ def _cmd_datalist_mri(args: argparse.Namespace) -> int:
     datalist = build_mri_datalist(
         args.root,
         channels=channels,
+        label_map=_label_map(args.label_map),
         folds=args.folds,
         test_fraction=args.test_fraction,
         seed=args.seed,
         verify=not args.no_verify,
     )
     return _finish_datalist(args, datalist)
+
+
+def _label_map(text: str | None) -> dict[str, int]:
+    """``--label-map``: JSON text or a JSON file mapping class names to ids, as the MRI bundle's ``label_map``."""
+    import json
+
+    from spine_monai.data.mri import MIDAS_LABELS
+
+    if text is None:
+        return dict(MIDAS_LABELS)
+    source = Path(text)
+    try:
+        value = json.loads(source.read_text() if source.is_file() else text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--label-map {text!r} is neither a JSON object nor a JSON file ({e})") from e
+    if not isinstance(value, dict) or not value or not all(isinstance(v, int) for v in value.values()):
+        raise ValueError(f"--label-map must map class names to integer ids, got {value!r}")
+    return value
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -152,11 +173,39 @@ def _finish_datalist(args: argparse.Namespace, datalist: dict) -> int:
     return 0
 
 
+def _cmd_import_landmarks(args: argparse.Namespace) -> int:
+    from spine_monai.data.landmarks import import_landmarks, read_aasce, read_coco_keypoints
+
+    if args.format == "aasce":
+        if args.view not in (None, "AP"):
+            raise ValueError("--format aasce holds AP films; --view must be AP or left out")
+        films, problems = read_aasce(args.src, split=args.split)
+    else:
+        films, problems = read_coco_keypoints(args.src, view=args.view or "LAT", images_dir=args.images)
+    doc = import_landmarks(
+        films, args.out, class_name=args.class_name, source=str(args.src), fmt=args.format, problems=problems
+    )
+    _print_problems("problems: these were left out", doc["problems"])
+    if not doc["cases"]:
+        print(f"error: no film of {args.src} could be imported", file=sys.stderr)
+        return 2
+    print(f"imported {len(doc['cases'])} films to {args.out} ({len(doc['problems'])} left out); see landmarks.json")
+    if doc["problems"] and not args.allow_incomplete:
+        print("exit status 1 because of the problems above; pass --allow-incomplete to accept them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_datalist_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="fraction held out as 'testing' (default 0)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="fraction held out as 'testing' (default 0; 1 for a test-only datalist of a held-out set)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument(
         "--allow-incomplete",
@@ -227,8 +276,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_datalist_common(dm)
     dm.add_argument("--channels", default="T1w,T2w", help="channels every case must have (default T1w,T2w)")
+    dm.add_argument(
+        "--label-map",
+        default=None,
+        help="class name -> id, as JSON or a JSON file, the same map the bundle's --label_map takes "
+        "(default the 12 MIDAS classes)",
+    )
     dm.add_argument("--no-verify", action="store_true", help="check the folder structure only; do not read files")
     dm.set_defaults(func=_cmd_datalist_mri)
+
+    imp = sub.add_parser("import", help="convert public annotation formats into the ELL888 layout")
+    imp_sub = imp.add_subparsers(dest="what", required=True, metavar="WHAT")
+    il = imp_sub.add_parser(
+        "landmarks",
+        help="vertebra-corner landmarks (AASCE CSV or COCO keypoints) to films and vertebra masks",
+        description="Write <out>/<class>/ID (<n>)/<VIEW>/<VIEW>.jpg with a 1-bit vertebra mask drawn from each "
+        "body's four corners, and <out>/landmarks.json with every level's corners, the published angles when the "
+        "source has them, and the source film of each patient. Films with missing corners, points outside the "
+        "image, self-intersecting quadrilaterals or a missing image are listed and left out; the exit status is 1 "
+        "unless --allow-incomplete.",
+    )
+    il.add_argument("--format", required=True, choices=["aasce", "coco-keypoints"], help="annotation format")
+    il.add_argument(
+        "--src",
+        required=True,
+        type=Path,
+        help="aasce: the folder holding data/ and labels/ (boostnet_labeldata); coco-keypoints: the JSON file",
+    )
+    il.add_argument("--out", required=True, type=Path, help="new dataset root (must be empty)")
+    il.add_argument("--split", default="training", help="aasce: the split folder to import (default training)")
+    il.add_argument(
+        "--view", type=str.upper, choices=VIEW_CHOICES, default=None, help="coco-keypoints: AP or LAT (default LAT)"
+    )
+    il.add_argument(
+        "--images", type=Path, default=None, help="coco-keypoints: folder of the images (default: the JSON's)"
+    )
+    il.add_argument(
+        "--class",
+        dest="class_name",
+        default="Normal",
+        choices=["Normal", "Damaged"],
+        help="class folder for every film; landmark sets do not label fractures (default Normal)",
+    )
+    il.add_argument("--allow-incomplete", action="store_true", help="exit 0 even when some films were left out")
+    il.set_defaults(func=_cmd_import_landmarks)
 
     pk = sub.add_parser(
         "package",

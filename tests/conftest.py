@@ -158,3 +158,38 @@ def assert_training_cache_untouched(parser, draws: int = 3) -> None:
         finally:
             set_track_meta(True)
     assert _same(before, _snapshot(dataset._cache)), "a random training transform changed the cached data in place"
+
+
+def spine_corners(tilts_deg, x0=60.0, top=20.0, height=26.0, gap=12.0, width=44.0, bend=None):
+    """(n, 4, 2) clockwise corners of rectangular bodies stacked down a film, as landmark sets annotate them: body
+    i tilted by ``tilts_deg[i]`` degrees and shifted sideways by ``bend[i]`` px."""
+    import math
+
+    import numpy as np
+
+    out = []
+    for i, t in enumerate(np.radians(tilts_deg)):
+        centre = np.array([x0 + (0.0 if bend is None else bend[i]), top + height / 2 + i * (height + gap)])
+        u = np.array([math.cos(t), -math.sin(t)])
+        v = np.array([math.sin(t), math.cos(t)])
+        out.append(
+            [centre + sx * width / 2 * u + sy * height / 2 * v for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+        )
+    return np.array(out)
+
+
+def write_film(path: Path, size: tuple[int, int]) -> None:
+    """A grey noise film of ``size`` (width, height), as JPEG or PNG by the suffix."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8)).save(path)
+
+
+def aasce_row(corners, size: tuple[int, int]) -> list[float]:
+    """One row of AASCE's landmarks.csv: per body top-left, top-right, bottom-left, bottom-right, normalised; all x
+    values, then all y values."""
+    pts = corners[:, [0, 1, 3, 2]].reshape(-1, 2)
+    return [*(pts[:, 0] / size[0]), *(pts[:, 1] / size[1])]

@@ -118,3 +118,21 @@ def test_dicom_views_monochrome1_and_rescale(xray_copy):
     np.testing.assert_allclose(arr, expected)
     assert np.corrcoef(arr.ravel(), grey.ravel())[0, 1] > 0.999  # bone stays bright after inversion
     np.testing.assert_allclose(read_radiograph(patient2 / "LAT" / "LAT.dcm"), grey2)
+
+
+def test_a_test_only_datalist_for_a_held_out_set(xray_root, tmp_path, capsys):
+    """--test-fraction 1 puts every patient in 'testing'; evaluating a datalist without one names the fix."""
+    out = tmp_path / "test_only.json"
+    assert main(["datalist", "xray", "--root", str(xray_root), "--out", str(out), "--test-fraction", "1"]) == 0
+    dl = read_datalist(out)
+    assert dl["training"] == [] and len(dl["testing"]) == 8
+    assert len(select_records(dl, "test", fold=0)) == 8
+    train_only = {"training": [{"patient": "p", "fold": 0}], "testing": []}
+    with pytest.raises(DataError) as e:
+        select_records(train_only, "test", fold=0)
+    assert e.value.reason == (
+        "empty datalist: no records for split 'test': the datalist has no testing list "
+        "(build one with --test-fraction, or pass --eval_split all)"
+    )
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        assign_splits([{"patient": "p"}], test_fraction=1.5)

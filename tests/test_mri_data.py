@@ -323,3 +323,46 @@ def test_datalist_folds_keep_a_patients_slices_together(tmp_path):
         assert (root / r["T2w"]).is_file()
     for r in dl["training"]:
         assert not r["T2w"].startswith("/") and (root / r["label"]).is_file()
+
+
+def test_an_all_background_label_is_a_case_a_blank_image_is_not(tmp_path):
+    """Real slice sets have slices beyond the anatomy: their labels are all background, and that is valid."""
+    root = tmp_path / "slices"
+    write_mri_dataset(root, cases=2, seed=9, shape=(4, 48, 48), slice_format="png", workers=1)
+    cases = sorted(p for p in root.rglob("label.png"))
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(cases[0])
+    Image.fromarray(np.zeros((48, 48), np.uint16)).save(cases[1].with_name("T2w.png"))
+    label, _ = read_volume(cases[0], label=True)
+    assert not label.any()
+    with pytest.raises(DataError, match="empty volume: all 2304 voxels equal 0"):
+        read_volume(cases[0])
+    dl = build_mri_datalist(root, channels=("T2w",), folds=2, workers=1)
+    assert [(p["path"], p["reason"]) for p in dl["problems"]] == [
+        (str(cases[1].with_name("T2w.png")), "empty volume: all 2304 voxels equal 0")
+    ]
+    assert str(cases[0].parent.relative_to(root)) in {r["case"] for r in dl["training"]}
+
+
+def test_datalist_mri_label_map_option(tmp_path, capsys):
+    from spine_monai.cli import main
+
+    root = tmp_path / "vb"
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    for k in range(2):
+        case = root / f"case{k}"
+        case.mkdir(parents=True)
+        nib.save(
+            nib.Nifti1Image(np.random.default_rng(k).random((8, 8, 3)).astype(np.float32), affine), case / "T1w.nii.gz"
+        )
+        nib.save(
+            nib.Nifti1Image(np.eye(8, dtype=np.uint8)[:, :, None].repeat(3, 2) * 15, affine), case / "label.nii.gz"
+        )
+    out = tmp_path / "dl.json"
+    args = ["datalist", "mri", "--root", str(root), "--out", str(out), "--channels", "T1w", "--folds", "2"]
+    assert main(args) == 2  # every case is out under the default 12-class map
+    assert "label values {15} are not in the label map" in capsys.readouterr().err
+    (tmp_path / "map.json").write_text('{"background": 0, "vertebrae": 15}')
+    assert main([*args, "--label-map", str(tmp_path / "map.json")]) == 0
+    assert main([*args, "--label-map", '{"background": 0, "vertebrae": 15}']) == 0
+    assert main([*args, "--label-map", "{not json"]) == 2
+    assert "--label-map '{not json' is neither a JSON object nor a JSON file" in capsys.readouterr().err

@@ -43,7 +43,8 @@ def assign_splits(
     Args:
         records: one dict per patient (or per case); each must hold ``group_key``.
         folds: number of cross-validation folds (at least 2, or 1 for no cross-validation).
-        test_fraction: fraction of each stratum held out in the ``testing`` list.
+        test_fraction: fraction of each stratum held out in the ``testing`` list; 1 writes a test-only datalist
+            (every record in ``testing``), for a held-out set imported on its own.
         seed: random seed for the shuffle.
         stratify_key: the key to stratify on (the class); ``None`` for no stratification.
         group_key: the key that identifies a patient; records sharing it land in the same fold.
@@ -53,8 +54,8 @@ def assign_splits(
     """
     if folds < 1:
         raise ValueError(f"folds must be at least 1, got {folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test fraction must be in [0, 1], got {test_fraction}")
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         groups[r[group_key]].append(r)
@@ -186,9 +187,12 @@ def select_records(
     else:
         chosen = training + testing
     if not chosen:
-        raise DataError(
-            source, f"empty datalist: no records for split {split!r}" + (f" fold {fold}" if fold is not None else "")
-        )
+        where = f" fold {fold}" if split in ("train", "validation") else ""
+        hint = {
+            "test": ": the datalist has no testing list (build one with --test-fraction, or pass --eval_split all)",
+            "train": ": every training record is in the validation fold",
+        }.get(split, "")
+        raise DataError(source, f"empty datalist: no records for split {split!r}{where}{hint}")
     return [dict(r) for r in chosen]
 
 

@@ -111,20 +111,24 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def read_volume(path: str | os.PathLike, label: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Read one channel or label: a NIfTI file, a DICOM series folder, a single DICOM file, or a 2D PNG/TIFF.
 
     See the module docstring for the voxel order of each format.
 
     Args:
-        path: ``.nii.gz``/``.nii`` file, folder of one DICOM series, ``.dcm`` file, or ``.png``/``.tif(f)`` slice.
+        path: ``.nii.gz``/``.nii`` file, folder of one DICOM series, ``.dcm`` file, or ``.png``/``.tif(f)``
+            slice.
+        label: the file is a label. A label may be all background (real slice sets have slices beyond the
+            anatomy), while a constant image means a blank or failed export.
 
     Returns:
         (array, affine): a 3D float32 array and the 4x4 float64 affine from voxel indices to RAS+ world mm.
 
     Raises:
-        DataError: when the path is missing, unreadable or corrupt, 4D, holds NaN or inf, is empty or constant,
-            or is a DICOM series with mixed series, missing or duplicate slices, or inconsistent geometry.
+        DataError: when the path is missing, unreadable or corrupt, 4D, holds NaN or inf, is empty, is a constant
+            image (not label), or is a DICOM series with mixed series, missing or duplicate slices, or inconsistent
+            geometry.
     """
     path = Path(path)
     if path.is_dir():
@@ -139,18 +143,18 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         arr, affine = _read_dicom_series(path, [path])
     else:
         raise DataError(path, "unsupported file type: expected .nii.gz, .nii, a DICOM folder, .dcm, .png or .tif")
-    _check_values(path, arr)
+    _check_values(path, arr, constant_ok=label)
     return arr, affine
 
 
-def _check_values(path: Path, arr: np.ndarray) -> None:
+def _check_values(path: Path, arr: np.ndarray, constant_ok: bool = False) -> None:
     if arr.size == 0:
         raise DataError(path, f"empty volume: zero size (shape {tuple(arr.shape)})")
     bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise DataError(path, f"contains {bad} NaN/inf voxels")
     lo, hi = float(arr.min()), float(arr.max())
-    if lo == hi:
+    if lo == hi and not constant_ok:
         raise DataError(path, f"empty volume: all {arr.size} voxels equal {lo:g}")
 
 
@@ -451,7 +455,7 @@ def check_case(
                 p, f"channel {name}", arr.shape, affine, f"channel {ref_name}", ref_arr.shape, ref_affine
             )
     try:
-        label, label_affine = read_volume(label_path)
+        label, label_affine = read_volume(label_path, label=True)
     except DataError as e:
         problems.extend(e.problems)
         return problems

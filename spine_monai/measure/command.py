@@ -30,6 +30,7 @@ from spine_monai.data.layout import (
     patient_sort_key,
 )
 from spine_monai.errors import DataError, ProblemCollector
+from spine_monai.measure.cobb import REGIONAL_COBB
 from spine_monai.measure.levels import LEVELS
 from spine_monai.measure.spine import SpineMeasurement, measure_spine
 
@@ -75,6 +76,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "cobb_angle_deg",
     "cobb_upper",
     "cobb_lower",
+    *(f"cobb_{name}_deg" for name in REGIONAL_COBB),
     "lordosis_angle_deg",
     "lordosis_reference",
     "max_genant_grade",
@@ -142,6 +144,7 @@ def _summary_row(m: SpineMeasurement) -> dict:
     }
     if m.view == "AP":
         row.update(cobb_angle_deg=m.cobb_angle, cobb_upper=m.cobb_levels[0], cobb_lower=m.cobb_levels[1])
+        row.update({f"cobb_{name}_deg": angle for name, angle in m.regional_cobb.as_dict().items()})
     else:
         worst = max(m.vertebrae, key=lambda v: (v.genant_grade or 0, v.height_loss))
         slip, slip_level = m.max_listhesis

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from spine_monai.errors import DataError
+from spine_monai.measure.cobb import RegionalCobb, regional_cobb_angles
 from spine_monai.measure.geometry import (
     VertebraGeometry,
     genant_grade,
@@ -82,6 +83,8 @@ class SpineMeasurement:
         cobb_angle: degrees (AP; NaN on LAT or with fewer than two bodies).
         cobb_levels: (upper, lower) end vertebra levels of the Cobb angle.
         cobb_instances: (upper, lower) instance labels of the end vertebrae.
+        regional_cobb: the AASCE 2019 proximal thoracic, main thoracic and thoracolumbar/lumbar angles (AP; None
+            on LAT).
         lordosis_angle: degrees, S1 superior endplate angle minus L1 superior endplate angle (LAT).
         lordosis_reference: ``"S1"``, or ``"<level> inferior"`` when S1 is absent; empty if not measured.
         notes: why a measure is missing, in words.
@@ -95,6 +98,7 @@ class SpineMeasurement:
     cobb_angle: float = math.nan
     cobb_levels: tuple[str | None, str | None] = (None, None)
     cobb_instances: tuple[int, int] | None = None
+    regional_cobb: RegionalCobb | None = None
     lordosis_angle: float = math.nan
     lordosis_reference: str = ""
     notes: list[str] = field(default_factory=list)
@@ -226,8 +230,8 @@ def measure_spine(
 ) -> SpineMeasurement:
     """Measure one vertebra mask: bodies, levels, per-body geometry and the whole-spine angles.
 
-    Genant grades, anterior/posterior ratios, listhesis and lordosis are measured on LAT only; the Cobb angle on
-    AP only. Everything else is measured on both.
+    Genant grades, anterior/posterior ratios, listhesis and lordosis are measured on LAT only; the Cobb angle and
+    the three regional Cobb angles on AP only. Everything else is measured on both.
 
     Args:
         mask: (H, W) binary vertebra mask (``Ap_Vertebra`` or ``Lat_Vertebra``).
@@ -308,6 +312,7 @@ def measure_spine(
             "cobb_angle": angle,
             "cobb_levels": (named.names[i], named.names[j]),
             "cobb_instances": (i + 1, j + 1),
+            "regional_cobb": regional_cobb_angles(np.array([g.corners for g in geometries]), found.labels.shape[0]),
         }
     else:
         try:

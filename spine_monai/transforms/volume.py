@@ -27,6 +27,9 @@ class LoadVolume(Transform):
     axis whatever the stored order, and ``Invertd`` / ``SaveImaged`` can put predictions back on the input grid.
     DICOM series get the affine derived from their ImagePositionPatient / ImageOrientationPatient.
 
+    Args:
+        label: the files are labels, which may be all background (see ``read_volume``).
+
     Returns:
         a float32 MetaTensor of shape (1, X, Y, Z), meta with ``filename_or_obj``, ``affine`` and
         ``original_affine``.
@@ -37,8 +40,11 @@ class LoadVolume(Transform):
 
     backend = [TransformBackends.TORCH]
 
+    def __init__(self, label: bool = False) -> None:
+        self.label = label
+
     def __call__(self, path: str | os.PathLike) -> MetaTensor:
-        array, affine = read_volume(path)
+        array, affine = read_volume(path, label=self.label)
         aff = torch.as_tensor(affine, dtype=torch.float64)
         meta = {
             "filename_or_obj": str(path),
@@ -76,6 +82,7 @@ class LoadVolumed(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadVolume()
+        self.label_loader = LoadVolume(label=True)
         self.reference_key = reference_key
         self.label_key = label_key
         self.label_map = label_map
@@ -85,7 +92,7 @@ class LoadVolumed(MapTransform):
         problems = ProblemCollector()
         for key in self.key_iterator(d):
             with problems.catch():
-                d[key] = self.loader(d[key])
+                d[key] = (self.label_loader if key == self.label_key else self.loader)(d[key])
         problems.raise_if_any()
         ref = d.get(self.reference_key) if self.reference_key else None
         for key in self.key_iterator(d):
