@@ -13,10 +13,12 @@ import torch
 from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain
 from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
 from monai.transforms import Compose
+from PIL import Image
 
 from spine_monai.data import build_mri_datalist, read_volume, write_datalist
 from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.errors import DataError
+from spine_monai.transforms import LoadVolume, SaveLabelVolume
 
 BUNDLE = REPO / "bundles" / "spine_mri_seg"
 # Coarser in-plane spacing and smaller patches keep the CPU test quick; the pipeline is the real one.
@@ -166,6 +168,33 @@ def test_sixteen_bit_png_slices(mri, tmp_path):
     )
     per_case = pd.read_csv(tmp_path / "eval" / "per_case.csv")
     assert per_case["case"].str.contains("/slice_").all()
+
+
+def test_a_png_slice_gets_a_png_label_in_its_own_orientation(mri, tmp_path):
+    """PNG in, PNG out: the label has the input's rows and columns (a non-square slice shows any transpose)."""
+    _, _, out = mri
+    root = tmp_path / "png"
+    write_mri_dataset(root, cases=1, seed=5, shape=(2, 96, 72), slice_format="png", workers=1)
+    label_png = next(root.rglob("label.png"))
+    # The saver alone: a label read as the bundle reads it comes back as the same picture.
+    loaded = LoadVolume(label=True)(label_png)
+    SaveLabelVolume(tmp_path / "roundtrip")(loaded, subdir="case")
+    with Image.open(label_png) as a, Image.open(tmp_path / "roundtrip" / "case" / "label.png") as b:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Through inference.json.
+    infer = tmp_path / "infer"
+    run(
+        config_file=_cfg("inference.json"),
+        dataset_dir=str(root),
+        output_dir=str(infer),
+        ckpt_path=str(out / "models" / "model.pt"),
+        **FAST_EVAL,
+    )
+    written = sorted((infer / "predictions").rglob("label.png"))
+    assert len(written) == 2 and not list((infer / "predictions").rglob("*.nii.gz"))
+    for path in written:
+        with Image.open(path) as img:
+            assert img.size == (72, 96) and img.mode == "L"
 
 
 def test_inference_reports_bad_volumes_and_processes_the_rest(mri, tmp_path):

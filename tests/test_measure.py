@@ -21,6 +21,7 @@ from spine_monai.measure import (
     genant_grade,
     measure_spine,
     measure_tree,
+    overlay_title,
     separate_instances,
 )
 
@@ -101,6 +102,17 @@ def test_cobb_angle_of_drawn_spine():
     assert len(m.vertebrae) == 10
     assert m.cobb_angle == pytest.approx(24.0, abs=2.0)
     assert m.cobb_levels == ("T9", "S1")  # top and bottom of ten bodies counted up from S1
+
+
+def test_overlay_title_names_unnamed_end_vertebrae_by_place():
+    tilts = np.linspace(12.0, -12.0, 10)
+    named = measure_spine(_spine_mask(tilts), "AP")
+    assert overlay_title(named, "x").startswith("x  Cobb 2")
+    assert "(T9-S1)" in overlay_title(named, "x") and "\nPT " in overlay_title(named, "x")
+    # Counted down from T12 at the top, the lowest body would be past S1: no name, its place instead.
+    unnamed = measure_spine(_spine_mask(tilts), "AP", anchor="L1", anchor_end="top")
+    assert unnamed.cobb_levels == ("L1", None)
+    assert "(L1-body 10)" in overlay_title(unnamed, "x") and "None" not in overlay_title(unnamed, "x")
 
 
 def test_cobb_and_lordosis_on_generated_cases():

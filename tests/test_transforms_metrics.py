@@ -9,7 +9,7 @@ from PIL import Image
 
 from spine_monai.data.io import OVERLAY_COMPRESS_LEVEL, write_overlay, write_png_atomic
 from spine_monai.errors import DataError
-from spine_monai.losses import MultiLabelDiceBCELoss
+from spine_monai.losses import MultiLabelDiceBCELoss, gap_pixels
 from spine_monai.metrics import confusion_counts, disk_dilate, rates_from_counts, tolerance_dice
 from spine_monai.transforms import (
     BinarizeMasks,
@@ -152,6 +152,25 @@ def test_multilabel_loss_is_per_channel_sigmoid():
     assert logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="channel weights"):
         MultiLabelDiceBCELoss(channel_weights=[1, 1])(logits, target)
+
+
+def test_gap_weight_falls_on_the_background_between_bodies():
+    """Two bodies 4 px apart: the gap between them is found, the background around them is not."""
+    target = torch.zeros(1, 2, 40, 30)
+    target[0, 0, 5:15, 8:22] = 1
+    target[0, 0, 19:30, 8:22] = 1
+    target[0, 1, 5:30, 8:22] = 1  # the same column without a gap: nothing to find
+    gaps = gap_pixels(target, radius=3)
+    assert gaps[0, 0, 15:19, 8:22].all() and gaps[0, 0].sum() == 4 * 14
+    assert gaps[0, 1].sum() == 0
+    # A prediction that bridges the gap costs more with the gap weighted, everything else equal.
+    bridged = torch.where(target[:, :1] > 0, 10.0, -10.0)
+    bridged[0, 0, 15:19, 8:22] = 10.0
+    plain = MultiLabelDiceBCELoss()(bridged, target[:, :1])
+    weighted = MultiLabelDiceBCELoss(gap_channels=[0], gap_weight=10.0, gap_radius=3)(bridged, target[:, :1])
+    assert weighted > plain * 5
+    exact = torch.where(target[:, :1] > 0, 10.0, -10.0)
+    assert MultiLabelDiceBCELoss(gap_channels=[0], gap_weight=10.0)(exact, target[:, :1]) < 1e-3
 
 
 def test_overlay_outlines_truth():

@@ -9,12 +9,14 @@ Typical use is :func:`measure_spine` on one mask, or :func:`measure_tree` on a w
 
 from __future__ import annotations
 
+from spine_monai.measure.cobb import REGIONAL_COBB, RegionalCobb, cobb_smape, regional_cobb_angles
 from spine_monai.measure.command import (
     SUMMARY_COLUMNS,
     VERTEBRA_COLUMNS,
     add_measure_parser,
     draw_overlay,
     measure_tree,
+    overlay_title,
 )
 from spine_monai.measure.geometry import (
     GENANT_THRESHOLDS,
@@ -40,10 +42,12 @@ from spine_monai.measure.spine import (
 __all__ = [
     "GENANT_THRESHOLDS",
     "LEVELS",
+    "REGIONAL_COBB",
     "SUMMARY_COLUMNS",
     "VERTEBRA_COLUMNS",
     "Instances",
     "LevelAssignment",
+    "RegionalCobb",
     "SpineMeasurement",
     "VertebraGeometry",
     "VertebraInstance",
@@ -51,6 +55,7 @@ __all__ = [
     "add_measure_parser",
     "assign_levels",
     "cobb_angle",
+    "cobb_smape",
     "draw_overlay",
     "endplate_angle",
     "fit_quadrilateral",
@@ -62,6 +67,8 @@ __all__ = [
     "measure_spine",
     "measure_tree",
     "neighbour_ratio",
+    "overlay_title",
+    "regional_cobb_angles",
     "separate_instances",
     "vertebra_geometry",
 ]

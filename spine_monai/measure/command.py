@@ -42,6 +42,7 @@ __all__ = [
     "add_measure_parser",
     "draw_overlay",
     "measure_tree",
+    "overlay_title",
 ]
 
 CORNER_NAMES: tuple[str, ...] = ("superior_left", "superior_right", "inferior_right", "inferior_left")
@@ -234,12 +235,10 @@ def draw_overlay(
         x = mid[0] - width - 4 * scale if labels_left else mid[0] + 4 * scale
         draw.text((x, mid[1]), text, fill=colour, font=font, anchor="lm", stroke_width=1, stroke_fill=(0, 0, 0))
     reach = 0.6 * max(v.geometry.width for v in m.vertebrae)
-    headline = title
     if m.view == "AP" and m.cobb_instances is not None:
         upper, lower = (m.vertebrae[i - 1].geometry.corners for i in m.cobb_instances)
         for p, q in ((upper[0], upper[1]), (lower[3], lower[2])):
             draw.line(_extended(p, q, reach), fill=(255, 255, 0), width=thick)
-        headline += f"  Cobb {m.cobb_angle:.1f}° ({m.cobb_levels[0]}-{m.cobb_levels[1]})"
     if m.view == "LAT" and math.isfinite(m.lordosis_angle):
         names = [v.level for v in m.vertebrae]
         top = m.vertebrae[names.index("L1")].geometry.corners
@@ -251,9 +250,34 @@ def draw_overlay(
             low_line = (low[3], low[2])
         for p, q in ((top[0], top[1]), low_line):
             draw.line(_extended(p, q, reach), fill=(255, 255, 0), width=thick)
-        headline += f"  LL {m.lordosis_angle:.1f}° (L1-{m.lordosis_reference})"
+    headline = overlay_title(m, title)
     draw.text((4 * scale, 4 * scale), headline, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
     return out
+
+
+def overlay_title(m: SpineMeasurement, title: str) -> str:
+    """The overlay's headline: ``title`` and the view's angles with the levels they were measured between.
+
+    End vertebrae beyond the named levels (``--anchor`` names none of them) are called by their place from the top,
+    ``body 3``.
+
+    Args:
+        m: the view's measurements.
+        title: what the film is, e.g. ``"Normal/ID (3) AP"``.
+
+    Returns:
+        one line, two on AP when the regional Cobb angles are known.
+    """
+    headline = title
+    if m.view == "AP" and m.cobb_instances is not None:
+        ends = [level or f"body {i}" for level, i in zip(m.cobb_levels, m.cobb_instances, strict=True)]
+        headline += f"  Cobb {m.cobb_angle:.1f}° ({ends[0]}-{ends[1]})"
+        if m.regional_cobb is not None:
+            pt, mt, tl = m.regional_cobb.angles
+            headline += f"\nPT {pt:.1f}°  MT {mt:.1f}°  TL/L {tl:.1f}°"
+    if m.view == "LAT" and math.isfinite(m.lordosis_angle):
+        headline += f"  LL {m.lordosis_angle:.1f}° (L1-{m.lordosis_reference})"
+    return headline
 
 
 def measure_tree(

@@ -6,6 +6,16 @@ transform, a bridge between two bodies is a saddle, and ``h`` (a fraction of the
 decides how deep a saddle must be to split. Instances are then ordered by their arc length along a smooth
 curve fitted through the centroids, so that a strongly bent spine (LAT lordosis, AP scoliosis) keeps its
 anatomical order even where sorting by image row would not.
+
+A predicted mask needs three more steps, each counted in :class:`Instances` so that a measurement can say what
+was done:
+
+* blobs away from the spine (on ribs, the pelvis or bowel gas) are rejected: the spine is the chain of bodies that
+  lie within reach of one another, and a body of that chain must lie near a curve fitted through it;
+* fragments of one body (a mask broken across a body) are merged with their neighbour when they lie much closer
+  along the curve than the spine's spacing;
+* a blob spanning two or more bodies (a mask that bridges a disc with no narrowing for the watershed to find) is
+  cut across the curve at its narrowest sections, into as many bodies as the spine's spacing says it holds.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse.csgraph import connected_components
+from scipy.stats import theilslopes
 from skimage.measure import regionprops
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
@@ -52,11 +64,17 @@ class Instances:
         labels: int32 (H, W) image, 0 for background and ``1..n`` for the bodies in spine order, top to bottom.
         instances: one record per body, in the same order.
         curve: ``(m, 2)`` samples ``[x, y]`` of the fitted spine curve, top to bottom.
+        rejected: blobs left out as lying away from the spine.
+        merged: fragments merged into a neighbouring body.
+        split: extra bodies cut out of blobs that spanned several.
     """
 
     labels: np.ndarray
     instances: list[VertebraInstance]
     curve: np.ndarray
+    rejected: int = 0
+    merged: int = 0
+    split: int = 0
 
 
 def separate_instances(
@@ -67,6 +85,10 @@ def separate_instances(
     min_area_px: int = 16,
     max_fill_fraction: float = 0.5,
     curve_degree: int = 3,
+    link: float = 1.5,
+    off_curve: float = 0.75,
+    merge_below: float = 0.5,
+    split_above: float = 0.6,
     name: str = "mask",
 ) -> Instances:
     """Split a binary vertebra mask into ordered body instances.
@@ -84,10 +106,19 @@ def separate_instances(
             (an inverted or all-ones prediction).
         curve_degree: degree of the polynomial spine curve fitted through the centroids (lowered when there
             are few bodies).
+        link: bodies whose bounding boxes are within this many body sizes (the square root of the median area)
+            of each other are one chain; only the chain with the most area is the spine. ``inf`` keeps every blob.
+        off_curve: a body of the chain whose centre lies further than this many body sizes from the curve fitted
+            through the chain is rejected. ``inf`` keeps them.
+        merge_below: neighbours closer along the curve than this fraction of the median spacing, and together no
+            longer than a body, are fragments of one body and are merged; 0 never merges.
+        split_above: a region longer along the curve than one body (a robust line through the regions' lengths
+            along the spine) by more than this fraction of the spacing holds several bodies and is cut; ``inf``
+            never cuts.
         name: the file or case named in error messages.
 
     Returns:
-        the label image, the ordered instances and the fitted curve.
+        the label image, the ordered instances, the fitted curve, and how many blobs were rejected, merged or cut.
 
     Raises:
         DataError: when the mask is not 2D, is empty, covers most of the image, or holds no body larger
@@ -134,30 +165,161 @@ def separate_instances(
     keep = [p for p in props if p.area >= max(min_area_px, min_area_fraction * median_area)]
     if not keep:
         raise DataError(name, f"no vertebral body found: every component is smaller than {min_area_px} px")
+    keep, rejected = _spine_chain(keep, link, off_curve, curve_degree)
+    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    for k, p in enumerate(keep, start=1):
+        lut[p.label] = k
+    labels = lut[labels]
+    labels, merged = _merge_fragments(labels, merge_below, curve_degree)
+    labels, split = _split_bridged(labels, split_above, curve_degree)
+    keep, curve, positions, tangents = _along_curve(labels, curve_degree)
     centroids = np.array([[p.centroid[1], p.centroid[0]] for p in keep])
-    curve, positions, tangents = fit_spine_curve(centroids, degree=curve_degree)
-    order = np.argsort(positions, kind="stable")
-
     lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
     instances = []
-    for rank, k in enumerate(order, start=1):
-        p = keep[k]
+    for rank, (p, position, tangent) in enumerate(zip(keep, positions, tangents, strict=True), start=1):
         lut[p.label] = rank
         instances.append(
             VertebraInstance(
                 label=rank,
                 area=int(p.area),
-                centroid=centroids[k],
+                centroid=centroids[rank - 1],
                 bbox=tuple(int(v) for v in p.bbox),
-                position=float(positions[k]),
-                tangent=tangents[k],
+                position=float(position),
+                tangent=tangent,
             )
         )
-    return Instances(labels=lut[labels], instances=instances, curve=curve)
+    return Instances(
+        labels=lut[labels], instances=instances, curve=curve, rejected=rejected, merged=merged, split=split
+    )
+
+
+def _along_curve(labels: np.ndarray, degree: int) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """The regions of ``labels`` ordered along a curve through their centroids, with the curve, arc positions and
+    tangents in that order."""
+    props = regionprops(labels)
+    centroids = np.array([[p.centroid[1], p.centroid[0]] for p in props])
+    curve, positions, tangents = fit_spine_curve(centroids, degree=degree)
+    order = np.argsort(positions, kind="stable")
+    return [props[k] for k in order], curve, positions[order], tangents[order]
+
+
+def _distance_to(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """Each point's distance to the polyline ``curve``."""
+    a, b = curve[:-1], curve[1:]
+    ab = b - a
+    t = np.einsum("pkj,kj->pk", points[:, None, :] - a[None], ab) / np.maximum((ab**2).sum(1), 1e-12)
+    nearest = a[None] + np.clip(t, 0.0, 1.0)[..., None] * ab[None]
+    return np.sqrt(((points[:, None, :] - nearest) ** 2).sum(-1)).min(axis=1)
+
+
+def _spine_chain(props: list, link: float, off_curve: float, degree: int) -> tuple[list, int]:
+    """The regions that make up the spine, and how many others were rejected."""
+    if len(props) < 3:
+        return props, 0
+    centroids = np.array([[p.centroid[1], p.centroid[0]] for p in props])
+    areas = np.array([p.area for p in props], dtype=float)
+    size = float(np.sqrt(np.median(areas)))
+    # Regions are near when their boxes are: a body that bridges several stays linked to its neighbours, which
+    # its centre, far from theirs, would not be.
+    boxes = np.array([p.bbox for p in props], dtype=float)
+    gap_rows = np.maximum(boxes[:, None, 0] - boxes[None, :, 2], boxes[None, :, 0] - boxes[:, None, 2]).clip(0)
+    gap_cols = np.maximum(boxes[:, None, 1] - boxes[None, :, 3], boxes[None, :, 1] - boxes[:, None, 3]).clip(0)
+    _, chain = connected_components(np.hypot(gap_rows, gap_cols) <= link * size, directed=False)
+    best = max(set(chain.tolist()), key=lambda c: areas[chain == c].sum())
+    inside = chain == best
+    keep = inside.copy()
+    for _ in range(5):
+        if keep.sum() < 3:
+            break
+        curve, _, _ = fit_spine_curve(centroids[keep], degree=degree, weights=np.sqrt(areas[keep]))
+        near = inside & (_distance_to(centroids, curve) <= off_curve * size)
+        if (near == keep).all() or near.sum() < 2:
+            break
+        keep = near
+    return [p for p, k in zip(props, keep, strict=True) if k], int((~keep).sum())
+
+
+def _lengths(props: list, tangents: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each region's length along its tangent, and its pixels' coordinates along it (about its centre)."""
+    along = []
+    for p, t in zip(props, tangents, strict=True):
+        xy = np.column_stack([p.coords[:, 1], p.coords[:, 0]]).astype(float)
+        along.append((xy - xy.mean(0)) @ t)
+    return np.array([a.max() - a.min() + 1.0 for a in along]), along
+
+
+def _body_length(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The length one body has at each position: a robust (Theil-Sen) line through the regions' lengths, since
+    bodies grow steadily down the spine and regions that bridge several are the outliers above it."""
+    if len(lengths) < 3:
+        return np.full(len(lengths), float(np.median(lengths)))
+    slope, intercept, _, _ = theilslopes(lengths, positions)
+    return np.maximum(intercept + slope * positions, 1.0)
+
+
+def _merge_fragments(labels: np.ndarray, below: float, degree: int) -> tuple[np.ndarray, int]:
+    """Merge neighbours that lie much closer along the curve than the spacing, when together they are no longer
+    than one body."""
+    merged = 0
+    while below > 0 and labels.max() >= 4:
+        props, _, positions, tangents = _along_curve(labels, degree)
+        steps = np.diff(positions)
+        lengths, along = _lengths(props, tangents)
+        body = _body_length(positions, lengths)
+        spacing = float(np.median(steps))
+        candidates = []
+        for k, step in enumerate(steps):
+            # The pair's extent along the upper one's tangent: from the top of one to the bottom of the other.
+            extent = max(along[k].max(), step + along[k + 1].max()) - min(along[k].min(), step + along[k + 1].min())
+            if step < below * spacing and extent <= 1.25 * max(body[k], body[k + 1]):
+                candidates.append((step, k))
+        if not candidates:
+            break
+        _, k = min(candidates)
+        labels = np.where(labels == props[k + 1].label, props[k].label, labels)
+        merged += 1
+    return labels, merged
+
+
+def _split_bridged(labels: np.ndarray, above: float, degree: int) -> tuple[np.ndarray, int]:
+    """Cut regions that are longer along the curve than one body by a good part of the spacing."""
+    if not np.isfinite(above) or labels.max() < 4:
+        return labels, 0
+    props, _, positions, tangents = _along_curve(labels, degree)
+    lengths, along = _lengths(props, tangents)
+    body = _body_length(positions, lengths)
+    # Spacing from the bodies that are one body long: a disc is about a quarter of the spacing.
+    single = lengths <= 1.3 * body
+    steps = np.diff(positions)
+    pairs = single[:-1] & single[1:]
+    ratio = float(np.median(steps[pairs] / body[:-1][pairs])) if pairs.any() else 1.3
+    out = labels.copy()
+    next_label = int(labels.max()) + 1
+    split = 0
+    for k, (p, t) in enumerate(zip(props, along, strict=True)):
+        spacing = ratio * body[k]
+        if lengths[k] <= body[k] + above * spacing:
+            continue
+        pieces = 1 + int(round((lengths[k] - body[k]) / spacing))
+        # The narrowest section near each expected cut: a disc the mask bridged is thinner than a body.
+        lo = t.min()
+        bins = np.bincount(np.floor(t - lo).astype(int))
+        cuts = []
+        for j in range(1, pieces):
+            centre = lengths[k] * j / pieces
+            a, b = int(max(1, centre - 0.3 * spacing)), int(min(len(bins) - 1, centre + 0.3 * spacing))
+            cuts.append(lo + (a + int(np.argmin(bins[a : b + 1])) if b >= a else centre))
+        piece = np.searchsorted(np.array(cuts), t)
+        rows, cols = p.coords[:, 0], p.coords[:, 1]
+        for j in range(1, pieces):
+            out[rows[piece == j], cols[piece == j]] = next_label
+            next_label += 1
+            split += 1
+    return out, split
 
 
 def fit_spine_curve(
-    points: np.ndarray, degree: int = 3, samples: int = 400
+    points: np.ndarray, degree: int = 3, samples: int = 400, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit a smooth curve through body centroids and project each centroid onto it.
 
@@ -168,6 +330,8 @@ def fit_spine_curve(
         points: ``(n, 2)`` centroids ``[x, y]``.
         degree: polynomial degree; at most ``n - 1`` is used.
         samples: points sampled along the curve.
+        weights: per point, how much its offset from the curve counts in the fit (for instance the square root
+            of its area, so that a large body outweighs a speck); equal by default.
 
     Returns:
         ``(curve, positions, tangents)``: the sampled curve ``(samples, 2)`` from top to bottom, each point's
@@ -183,7 +347,7 @@ def fit_spine_curve(
     normal = np.array([-axis[1], axis[0]])
     t = (points - mean) @ axis
     r = (points - mean) @ normal
-    poly = np.polynomial.Polynomial.fit(t, r, deg=min(degree, n - 1))
+    poly = np.polynomial.Polynomial.fit(t, r, deg=min(degree, n - 1), w=weights)
     margin = 0.02 * (t.max() - t.min())
     ts = np.linspace(t.min() - margin, t.max() + margin, samples)
     curve = mean + ts[:, None] * axis + poly(ts)[:, None] * normal

@@ -322,6 +322,13 @@ def measure_spine(
             notes.append(f"lordosis not measured: {e}")
     if named.missing:
         notes.append(f"levels inferred missing: {', '.join(named.missing)}")
+    for count, what in (
+        (found.rejected, "blobs away from the spine rejected"),
+        (found.merged, "fragments merged into a neighbouring body"),
+        (found.split, "bodies cut out of blobs spanning several"),
+    ):
+        if count:
+            notes.append(f"{count} {what}")
     unnamed = named.names.count(None)
     if unnamed:
         notes.append(f"{unnamed} bodies beyond the level range {levels[0]}-{levels[-1]} left unnamed")

@@ -13,8 +13,10 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
+from PIL import Image
 
-from spine_monai.data.mri import geometry_problems, label_value_problems, read_volume
+from spine_monai.data.io import write_png_atomic
+from spine_monai.data.mri import SLICE_EXTENSIONS, geometry_problems, label_value_problems, read_volume
 from spine_monai.errors import ProblemCollector
 
 __all__ = ["LoadVolume", "LoadVolumed", "SaveLabelVolume", "SaveLabelVolumed"]
@@ -121,12 +123,14 @@ class SaveLabelVolume(Transform):
     """Write a label volume as ``<output_dir>/<subdir>/<filename>`` (NIfTI, uint8), with the volume's own affine.
 
     After ``Invertd`` the prediction is back on the input's voxel grid and carries the input's affine, so the
-    written file matches the input (NIfTI or DICOM series) in shape and affine. Written through a temporary
-    file and a rename.
+    written file matches the input (NIfTI or DICOM series) in shape and affine. A 2D slice input (PNG or TIFF,
+    known from the prediction's ``filename_or_obj``) gets a PNG back instead, ``label.png`` beside where the NIfTI
+    would go, with the class ids as 8-bit grey values in the input's own rows and columns, so it overlays the input
+    as it is shown. Written through a temporary file and a rename.
 
     Args:
         output_dir: root of the predictions.
-        filename: file name inside each case's folder.
+        filename: file name inside each case's folder; its ``.nii.gz`` becomes ``.png`` for a slice input.
 
     Returns:
         the label, unchanged.
@@ -145,6 +149,12 @@ class SaveLabelVolume(Transform):
                 raise ValueError(f"expected a one-channel label volume, got shape {array.shape}")
             array = array[0]
         affine = label.affine.numpy() if isinstance(label, MetaTensor) else np.eye(4)
+        source = str(label.meta.get("filename_or_obj", "")) if isinstance(label, MetaTensor) else ""
+        if Path(source).suffix.lower() in SLICE_EXTENSIONS and array.shape[2] == 1:
+            # A slice is read as (W, H, 1) (see read_volume): transposed back to the rows and columns on screen.
+            path = self.output_dir / subdir / (self.filename.split(".")[0] + ".png")
+            write_png_atomic(path, Image.fromarray(np.rint(array[:, :, 0].T).astype(np.uint8)))
+            return label
         path = self.output_dir / subdir / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
