@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure gpu-wheels
+.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure bench-real gpu-wheels
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ bench-synth: install
 	$(BIN)/python -m pipelines.bench_synth
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output bench_output
+	rm -rf $(VENV) $(SMP_VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_output bench_output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 bench-xray: install
@@ -57,6 +57,21 @@ bench-cls: install
 
 bench-measure: install
 	$(BIN)/python -m pipelines.bench_measure
+
+# The bundles on public real images, beside a plain smp U-Net loop at the same wall time (pipelines/bench_real.py).
+# AASCE: the AASCE 2019 folder (boostnet_labeldata); MRI: FastCleverSeg's ImageDatasets folder. segmentation_models_pytorch
+# needs torchvision, which has no CPU build beside TORCH_SPEC: the baseline gets its own environment, .venv-smp.
+SMP_VENV := .venv-smp
+SMP_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+$(SMP_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(SMP_VENV)/bin/python || $(PYTHON) -m venv $(SMP_VENV)
+	$(SMP_VENV)/bin/python -m pip install --quiet $(SMP_TORCH_SPEC)
+	$(SMP_VENV)/bin/python -m pip install --quiet segmentation-models-pytorch -e .
+	touch $@
+
+bench-real: install $(SMP_VENV)/.installed
+	@test -n "$(AASCE)" || { echo "usage: make bench-real AASCE=DIR [MRI=DIR]; see pipelines/bench_real.py" >&2; exit 2; }
+	$(BIN)/python -m pipelines.bench_real --aasce "$(AASCE)" $(if $(MRI),--mri "$(MRI)",--parts ap baseline)
 
 bench: install
 	$(BIN)/python -m pipelines.bench

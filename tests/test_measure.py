@@ -83,6 +83,38 @@ def test_touching_bodies_are_split_and_ordered(joint):
     assert found.labels[25, 45] == 1 and found.labels[lower_centre] == 2
 
 
+def test_a_predicted_mask_is_cleaned_along_the_spine():
+    """A stray blob beside the spine is rejected, a body broken in two is one body again, and two bodies whose disc
+    the mask filled are cut apart at the disc: twelve bodies in, twelve bodies measured."""
+    tilts = np.linspace(6.0, -6.0, 12)
+    clean = _spine_mask(tilts, size=(300, 640), height=30, width=40, disc=10)
+    truth = separate_instances(clean)
+    assert len(truth.instances) == 12 and (truth.rejected, truth.merged, truth.split) == (0, 0, 0)
+    mask = clean.copy()
+    mask[300:318, 250:268] = True  # a blob on a rib, far to the side
+    fragment = truth.labels == 4
+    rows = np.nonzero(fragment.any(axis=1))[0]
+    mask[rows[len(rows) // 2] - 1 : rows[len(rows) // 2] + 1] &= ~fragment[
+        rows[len(rows) // 2] - 1 : rows[len(rows) // 2] + 1
+    ]
+    bridged = (truth.labels == 8) | (truth.labels == 9)
+    cols = np.nonzero(bridged.any(axis=0))[0]
+    between = np.zeros_like(mask)
+    r8, r9 = np.nonzero((truth.labels == 8).any(1))[0], np.nonzero((truth.labels == 9).any(1))[0]
+    between[r8.max() : r9.min() + 1, cols.min() : cols.max() + 1] = True  # as wide as the bodies: no saddle
+    mask |= between
+    assert ndi.label(mask)[1] == 13  # the broken body counts two, the bridged pair one, and the blob
+    found = separate_instances(mask)
+    assert (found.rejected, found.merged, found.split) == (1, 1, 1)
+    assert len(found.instances) == 12
+    centres = np.array([i.centroid for i in found.instances])
+    expected = np.array([i.centroid for i in truth.instances])
+    assert np.abs(centres - expected).max() < 6
+    m = measure_spine(mask, "AP")
+    assert len(m.vertebrae) == 12
+    assert any("1 blobs away from the spine rejected" in n for n in m.notes)
+
+
 def test_order_follows_the_curve_of_a_bent_spine():
     # A spine curling through 110 degrees: its lowest bodies climb back up, so sorting by row would mix them.
     mask = _spine_mask(np.linspace(0, 110, 12), size=(640, 640), height=24, width=30, disc=8)

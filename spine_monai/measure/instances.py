@@ -86,7 +86,7 @@ def separate_instances(
     max_fill_fraction: float = 0.5,
     curve_degree: int = 3,
     link: float = 1.5,
-    off_curve: float = 0.75,
+    off_curve: float = 1.5,
     merge_below: float = 0.5,
     split_above: float = 0.6,
     name: str = "mask",
@@ -239,12 +239,19 @@ def _spine_chain(props: list, link: float, off_curve: float, degree: int) -> tup
     return [p for p, k in zip(props, keep, strict=True) if k], int((~keep).sum())
 
 
-def _lengths(props: list, tangents: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Each region's length along its tangent, and its pixels' coordinates along it (about its centre)."""
+def _lengths(props: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each region's length along the spine, and its pixels' coordinates along it (about its centre).
+
+    The spine's direction at a region is the chord between its neighbours' centres rather than the curve's
+    tangent, which a polynomial bends at the ends of the spine.
+    """
+    centres = np.array([[p.centroid[1], p.centroid[0]] for p in props])
     along = []
-    for p, t in zip(props, tangents, strict=True):
+    for k, p in enumerate(props):
+        chord = centres[min(k + 1, len(props) - 1)] - centres[max(k - 1, 0)]
+        direction = chord / max(float(np.linalg.norm(chord)), 1e-9)
         xy = np.column_stack([p.coords[:, 1], p.coords[:, 0]]).astype(float)
-        along.append((xy - xy.mean(0)) @ t)
+        along.append((xy - xy.mean(0)) @ direction)
     return np.array([a.max() - a.min() + 1.0 for a in along]), along
 
 
@@ -262,9 +269,9 @@ def _merge_fragments(labels: np.ndarray, below: float, degree: int) -> tuple[np.
     than one body."""
     merged = 0
     while below > 0 and labels.max() >= 4:
-        props, _, positions, tangents = _along_curve(labels, degree)
+        props, _, positions, _ = _along_curve(labels, degree)
         steps = np.diff(positions)
-        lengths, along = _lengths(props, tangents)
+        lengths, along = _lengths(props)
         body = _body_length(positions, lengths)
         spacing = float(np.median(steps))
         candidates = []
@@ -285,8 +292,8 @@ def _split_bridged(labels: np.ndarray, above: float, degree: int) -> tuple[np.nd
     """Cut regions that are longer along the curve than one body by a good part of the spacing."""
     if not np.isfinite(above) or labels.max() < 4:
         return labels, 0
-    props, _, positions, tangents = _along_curve(labels, degree)
-    lengths, along = _lengths(props, tangents)
+    props, _, positions, _ = _along_curve(labels, degree)
+    lengths, along = _lengths(props)
     body = _body_length(positions, lengths)
     # Spacing from the bodies that are one body long: a disc is about a quarter of the spacing.
     single = lengths <= 1.3 * body
