@@ -173,6 +173,28 @@ def test_gap_weight_falls_on_the_background_between_bodies():
     assert MultiLabelDiceBCELoss(gap_channels=[0], gap_weight=10.0)(exact, target[:, :1]) < 1e-3
 
 
+def test_local_contrast_spreads_a_dim_region_and_keeps_type():
+    from monai.data import MetaTensor
+
+    # Faint anatomy (smooth texture of 0.03 amplitude) in the dark half of a film whose other half is bright.
+    from scipy.ndimage import gaussian_filter
+
+    from spine_monai.transforms import LocalContrast, LocalContrastd
+
+    texture = gaussian_filter(np.random.default_rng(0).standard_normal((512, 192)), 6)
+    img = np.where(np.arange(512)[:, None] < 256, 0.05, 0.85) + 0.03 * texture / np.abs(texture).max()
+    img = img[None].astype(np.float32)
+    out = LocalContrast()(img)
+    assert out.dtype == np.float32 and out.shape == img.shape and out.min() >= 0.0 and out.max() <= 1.0
+    assert out[0, :256].std() > 2 * img[0, :256].std()
+    assert LocalContrast(clip_limit=0.0)(img) is img
+    meta = MetaTensor(torch.as_tensor(img, dtype=torch.float32), meta={"filename_or_obj": "AP.jpg"})
+    d = LocalContrastd("image")({"image": meta})
+    assert isinstance(d["image"], MetaTensor) and d["image"].meta["filename_or_obj"] == "AP.jpg"
+    with pytest.raises(ValueError, match=r"needs an image in \[0, 1\]"):
+        LocalContrast()(img * 255)
+
+
 def test_overlay_outlines_truth():
     img = np.zeros((20, 20))
     pred = np.zeros((1, 20, 20))

@@ -10,6 +10,7 @@ from spine_monai.transforms.batch import (
 )
 from spine_monai.transforms.classifier import CLASSIFIER_GRID_HINT, classifier_geometry, classifier_input_grid
 from spine_monai.transforms.compose import UntrackedCompose
+from spine_monai.transforms.intensity import LocalContrast, LocalContrastd
 from spine_monai.transforms.io import (
     LoadRadiograph,
     LoadRadiographd,
@@ -36,6 +37,8 @@ __all__ = [
     "AugmentBatch",
     "BinarizeMasks",
     "BinarizeMasksd",
+    "LocalContrast",
+    "LocalContrastd",
     "LoadRadiograph",
     "LoadRadiographd",
     "LoadStructureMasks",
