@@ -44,7 +44,7 @@ def _dataset(out: Path, cases: int, seed: int, workers: int | None) -> Path:
     return data
 
 
-def _match(truth_vertebrae: list[dict], measured: pd.DataFrame) -> list[tuple[dict, pd.Series | None]]:
+def match_bodies(truth_vertebrae: list[dict], measured: pd.DataFrame) -> list[tuple[dict, pd.Series | None]]:
     """Pair each true body with the measured body nearest its centre, if within half its height."""
     centres = measured[["centroid_x", "centroid_y"]].to_numpy(dtype=float)
     pairs = []
@@ -103,7 +103,7 @@ def score(df: pd.DataFrame, truth: dict, listhesis_threshold: float) -> dict:
                     grade_hits += bool(grades.get(f["level"]) == f["genant_grade"])
         for view in ("AP", "LAT"):
             measured = vert[(vert["patient"] == patient) & (vert["view"] == view)]
-            for tv, mv in _match(case[view]["vertebrae"], measured):
+            for tv, mv in match_bodies(case[view]["vertebrae"], measured):
                 total_bodies += 1
                 if mv is None:
                     continue

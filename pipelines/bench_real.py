@@ -39,12 +39,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.bench_measure import match_bodies
 from pipelines.common import REPO, config_files, run_bundle
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_mask, write_datalist
 from spine_monai.data.datalist import assign_splits
 from spine_monai.data.landmarks import import_landmarks, read_aasce
 from spine_monai.measure import measure_tree
 from spine_monai.measure.cobb import REGIONAL_COBB, cobb_smape, regional_cobb_angles
+from spine_monai.measure.command import CORNER_NAMES
 
 AP_BUNDLE = "spine_xray_ap_seg"
 MRI_BUNDLE = "spine_mri_seg"
@@ -98,9 +100,19 @@ def score_cobb(mask_root: Path, truth: dict, out_csv: Path, images: Path | None 
     """Measure the three Cobb angles in a tree of vertebra masks and score them against the published ones."""
     df = measure_tree(mask_root, "AP", out_csv=out_csv, images_dir=images, overlay=images is not None, anchor="L5")
     summary = df[df["row_type"] == "summary"].set_index("patient")
+    vertebrae = df[df["row_type"] == "vertebra"]
     predicted, published, bodies = [], [], []
+    matched = named = total = 0
+    corner_error: list[float] = []
     for patient, case in truth["cases"].items():
         published.append([case["AP"]["cobb_angles"][n] for n in REGIONAL_COBB])
+        for tv, mv in match_bodies(case["AP"]["vertebrae"], vertebrae[vertebrae["patient"] == patient]):
+            total += 1
+            if mv is not None:
+                matched += 1
+                named += mv["level"] == tv["level"]
+                got = np.array([[mv[f"{c}_x"], mv[f"{c}_y"]] for c in CORNER_NAMES], dtype=float)
+                corner_error += np.linalg.norm(got - np.asarray(tv["corners"]), axis=1).tolist()
         if patient in summary.index:
             row = summary.loc[patient]
             predicted.append([float(row[f"cobb_{n}_deg"]) for n in REGIONAL_COBB])
@@ -108,7 +120,13 @@ def score_cobb(mask_root: Path, truth: dict, out_csv: Path, images: Path | None 
         else:
             predicted.append([0.0, 0.0, 0.0])
             bodies.append(0)
-    return _cobb_figures(np.array(predicted), np.array(published), bodies, bodies.count(0))
+    figures = _cobb_figures(np.array(predicted), np.array(published), bodies, bodies.count(0))
+    figures.update(
+        bodies_found_pct=round(100 * matched / max(total, 1), 1),
+        levels_named_pct=round(100 * named / max(total, 1), 1),
+        corner_error_median_px=round(float(np.median(corner_error)), 1) if corner_error else None,
+    )
+    return figures
 
 
 def _cobb_figures(predicted: np.ndarray, published: np.ndarray, bodies: list[int] | None, unmeasured: int) -> dict:

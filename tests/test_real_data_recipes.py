@@ -118,6 +118,9 @@ def test_bench_real_scores_masks_and_angles_with_one_function(tmp_path):
 
     cobb = score_cobb(pred, truth, tmp_path / "m" / "measure.csv")
     assert cobb["films"] == 3 and cobb["unmeasured"] == 2 and cobb["films_with_17_bodies"] == 1
+    # The first film's 17 bodies are found and named; the other two films' 34 are not.
+    assert cobb["bodies_found_pct"] == pytest.approx(100 / 3, abs=0.1)
+    assert cobb["levels_named_pct"] == pytest.approx(100 / 3, abs=0.1) and cobb["corner_error_median_px"] < 1.5
     corners = cobb_from_corners(truth)
     assert corners["films"] == 3 and set(corners["mae_deg_by_angle"]) == set(REGIONAL_COBB)
     # The unmeasured films count with angles of 0: a 100 % error each.
