@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.1.12"
+__version__ = "0.1.13"
 
 _SUBMODULES = (
     "bundle",
