@@ -269,7 +269,7 @@ def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datal
 
 def test_the_two_xray_bundles_differ_only_in_their_view():
     """One family, two views: the LAT configs are the AP configs with the view's keys changed."""
-    view_keys = {"view", "structures", "line_structures", "output_dir"}
+    view_keys = {"view", "structures", "line_structures", "separate_structures", "output_dir"}
     names = sorted(p.name for p in (BUNDLES["AP"] / "configs").iterdir())
     assert names == sorted(p.name for p in (BUNDLES["LAT"] / "configs").iterdir())
     for name in [n for n in names if n != "metadata.json"]:
