@@ -122,3 +122,43 @@ def test_same_seed_same_metrics(xray_root, datalist, tmp_path):
     assert a["best_model_saver"] == b["best_model_saver"]  # same best score and epoch
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_a_run_shorter_than_val_interval_still_validates_and_saves_a_model(xray_root, datalist, tmp_path):
+    out = tmp_path / "short"
+    run(
+        config_file=str(AP / "train.json"),
+        dataset_dir=str(xray_root),
+        datalist=str(datalist),
+        output_dir=str(out),
+        val_interval=5,
+        batch_size=2,
+        num_workers=0,
+        progress_bar=False,
+        **{"train#trainer#max_epochs": 2},
+    )
+    assert (out / "models" / "model.pt").is_file()
+    saved = torch.load(out / "models" / "checkpoint_epoch=2.pt", weights_only=True)["best_model_saver"]["_saved"]
+    assert len(saved) == 1, "the one validation (after the last epoch) should have saved the best model"
+
+
+def test_the_last_epoch_is_validated_once_when_the_interval_lands_on_it():
+    from ignite.engine import Engine, Events
+
+    from spine_monai.handlers import ValidationHandler
+
+    class Validator:
+        def __init__(self):
+            self.epochs = []
+
+        def run(self, epoch):
+            self.epochs.append(epoch)
+
+    for max_epochs, interval, expected in [(7, 5, [5, 7]), (10, 5, [5, 10]), (1, 5, [1])]:
+        validator = Validator()
+        trainer = Engine(lambda engine, batch: None)
+        handler = ValidationHandler(validator=None, interval=interval, epoch_level=True)
+        handler.validator = validator
+        handler.attach(trainer)
+        trainer.run([0], max_epochs=max_epochs)
+        assert validator.epochs == expected, (max_epochs, interval, validator.epochs)

@@ -12,6 +12,7 @@ from spine_monai.handlers.checkpoint import (
 )
 from spine_monai.handlers.distributed import LazySummaryWriter, end_process_group, rank_zero_only
 from spine_monai.handlers.metrics import MetricsByStructure, SegmentationCSVWriter, ToleranceDice, epoch_writer
+from spine_monai.handlers.validation import ValidationHandler
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -20,6 +21,7 @@ __all__ = [
     "MetricsByStructure",
     "SegmentationCSVWriter",
     "ToleranceDice",
+    "ValidationHandler",
     "attach_resume",
     "check_input_grid",
     "end_process_group",
