@@ -143,7 +143,7 @@ def test_a_run_shorter_than_val_interval_still_validates_and_saves_a_model(xray_
 
 
 def test_the_last_epoch_is_validated_once_when_the_interval_lands_on_it():
-    from ignite.engine import Engine, Events
+    from ignite.engine import Engine
 
     from spine_monai.handlers import ValidationHandler
 
