@@ -116,3 +116,62 @@ def test_readers_name_the_file(tmp_path):
     assert read_mask(tmp_path / "m.png").tolist() == [[False, True], [True, False]]
     with pytest.raises(DataError, match="m.png: mask size 2x2 differs"):
         read_mask(tmp_path / "m.png", expected_size=(4, 4))
+
+
+def _drawn(shape=(12, 10)):
+    drawn = np.zeros(shape, bool)
+    drawn[3:8, 2:6] = True
+    return drawn
+
+
+@pytest.mark.parametrize("ink", [0, 255], ids=["black-on-transparent", "white-on-transparent"])
+def test_a_mask_drawn_in_the_alpha_channel_is_read_from_its_alpha(tmp_path, ink):
+    drawn = _drawn()
+    rgba = np.zeros((*drawn.shape, 4), np.uint8)
+    rgba[..., :3] = ink
+    rgba[..., 3] = drawn * 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    la = np.stack([np.full(drawn.shape, ink, np.uint8), (drawn * 255).astype(np.uint8)], axis=-1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    palette = Image.fromarray(drawn.astype(np.uint8), mode="P")
+    palette.putpalette([ink, ink, ink] * 2)
+    palette.save(tmp_path / "p.png", transparency=0)
+    for name in ("rgba.png", "la.png", "p.png"):
+        assert np.array_equal(read_mask(tmp_path / name, expected_size=(10, 12)), drawn), name
+
+
+def test_an_opaque_alpha_leaves_the_mask_in_its_values_and_a_soft_alpha_is_named(tmp_path):
+    drawn = _drawn()
+    la = np.stack([(drawn * 255).astype(np.uint8), np.full(drawn.shape, 255, np.uint8)], axis=-1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_mask(tmp_path / "opaque.png"), drawn)
+    soft = la.copy()
+    soft[..., 1] = drawn * 255
+    soft[3, 2, 1] = 128  # an anti-aliased edge
+    Image.fromarray(soft, mode="LA").save(tmp_path / "soft.png")
+    with pytest.raises(DataError, match=r"soft\.png.*alpha channel is not binary: values \{0, 128, 255\}"):
+        read_mask(tmp_path / "soft.png")
+
+
+def test_the_datalist_scan_reads_alpha_masks_as_training_does(xray_copy, tmp_path):
+    from spine_monai.transforms import LoadStructureMasks
+
+    mask_path = xray_copy / "Normal/ID (1)/AP/Ap_Vertebra.png"
+    drawn = read_mask(mask_path)
+    la = np.stack([np.zeros(drawn.shape, np.uint8), (drawn * 255).astype(np.uint8)], axis=-1)
+    Image.fromarray(la, mode="LA").save(mask_path)
+    soft_path = xray_copy / "Normal/ID (2)/AP/Ap_Vertebra.png"
+    soft = np.stack([np.zeros(drawn.shape, np.uint8), (drawn * 200).astype(np.uint8)], axis=-1)
+    soft[0, 0, 1] = 255
+    Image.fromarray(soft, mode="LA").save(soft_path)
+
+    out = tmp_path / "dl.json"
+    assert main(["datalist", "xray", "--root", str(xray_copy), "--out", str(out), "--views", "AP", "--folds", "2"]) == 1
+    dl = json.loads(out.read_text())
+    assert [
+        (p["path"].endswith("ID (2)/AP/Ap_Vertebra.png"), "alpha channel is not binary" in p["reason"])
+        for p in dl["problems"]
+    ] == [(True, True)]
+    record = next(r for r in dl["training"] if r["patient"] == "Normal/ID (1)")
+    loaded = LoadStructureMasks()([xray_copy / record["Ap_Vertebra"]], expected_size=drawn.shape)
+    assert np.array_equal(np.asarray(loaded[0]).astype(bool), drawn)

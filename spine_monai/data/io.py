@@ -145,6 +145,11 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
     1-bit PNG is the reference format. 8-bit masks holding only {0, 1} or only {0, 255} are valid and read
     as binary; any other value is an error, since it means the file is not a mask.
 
+    A mask with an alpha channel (RGBA, grey+alpha, or a palette with transparency) is read from its alpha
+    whenever the alpha varies: the drawn pixels are the opaque ones, whatever their colour, so a structure drawn
+    black or white on a transparent background reads the same. The alpha must then be binary too. A mask whose
+    alpha is the same everywhere is read from its grey or colour values, as a mask without alpha.
+
     Args:
         path: the mask file.
         expected_size: (width, height) the mask must have, usually its image's size.
@@ -162,19 +167,7 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
         with Image.open(path) as img:
             img.load()
             size = img.size
-            if img.mode == "1":
-                arr = np.asarray(img, dtype=bool)
-            else:
-                if img.mode in ("RGB", "RGBA"):
-                    rgb = np.asarray(img)[..., :3]
-                    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-                        raise DataError(path, "mask is a colour image: expected a 1-bit or grey binary PNG")
-                    values = rgb[..., 0]
-                elif img.mode == "P":
-                    values = np.asarray(img.convert("L"))
-                else:
-                    values = np.asarray(img)
-                arr = _binarize(path, values)
+            arr = np.asarray(img, dtype=bool) if img.mode == "1" else _mask_from_pixels(path, img)
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -187,7 +180,25 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
     return arr
 
 
-def _binarize(path: Path, values: np.ndarray) -> np.ndarray:
+def _mask_from_pixels(path: Path, img: Image.Image) -> np.ndarray:
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "L")
+    if img.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.min() != alpha.max():
+            return _binarize(path, alpha, "alpha channel")
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")
+    values = np.asarray(img)
+    if img.mode == "RGB":
+        if not (np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 0], values[..., 2])):
+            raise DataError(path, "mask is a colour image: expected a 1-bit or grey binary PNG")
+        values = values[..., 0]
+    if values.ndim != 2:
+        raise DataError(path, f"unsupported mask mode {img.mode!r}: expected a 1-bit or grey binary PNG")
+    return _binarize(path, values, "mask")
+
+
+def _binarize(path: Path, values: np.ndarray, what: str) -> np.ndarray:
     uniq = np.unique(values)
     nonzero = uniq[uniq != 0]
     if nonzero.size == 0:
@@ -195,7 +206,7 @@ def _binarize(path: Path, values: np.ndarray) -> np.ndarray:
     if nonzero.size == 1 and nonzero[0] in (1, 255, 65535):
         return values != 0
     shown = ", ".join(str(v) for v in uniq[:8]) + (", ..." if uniq.size > 8 else "")
-    raise DataError(path, f"mask is not binary: values {{{shown}}}; expected only 0/1 or 0/255")
+    raise DataError(path, f"{what} is not binary: values {{{shown}}}; expected only 0/1 or 0/255")
 
 
 def write_png_atomic(path: str | os.PathLike, image: Image.Image, **save_kwargs) -> None:
