@@ -7,6 +7,7 @@ __version__ = "0.1.13"
 _SUBMODULES = (
     "bundle",
     "data",
+    "errors",
     "handlers",
     "losses",
     "measure",

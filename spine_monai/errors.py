@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from os import PathLike
 
-__all__ = ["DataError", "Problem", "ProblemCollector"]
+__all__ = ["DataError", "Problem", "ProblemCollector", "end_with_data_errors", "find_data_error"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,50 @@ class _Catch:
             self.failed = True
             return True
         return False
+
+
+def find_data_error(exc: BaseException | None) -> DataError | None:
+    """The first :class:`DataError` in an exception's cause chain.
+
+    MONAI wraps an error raised in a transform or while building a config component in ``RuntimeError`` s; the
+    :class:`DataError` that names the bad file is further down the chain.
+
+    Args:
+        exc: the exception caught, or ``None``.
+
+    Returns:
+        the :class:`DataError`, or ``None`` when the chain holds none.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DataError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def end_with_data_errors() -> bool:
+    """Make a process that dies of bad data end with the :class:`DataError`, not with MONAI's wrappers.
+
+    ``monai.bundle run`` prints the whole chain of an uncaught error, whose last lines are then MONAI's
+    ``Failed to instantiate component`` or ``applying transform`` and not the files and reasons a user must act on.
+    This adds, after the usual traceback, the :class:`DataError` of the chain, with every problem it carries. The
+    exit status stays 1. Call it from a config's ``initialize`` list; calling it again changes nothing.
+
+    Returns:
+        True, so it can sit in an expression list.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_spine_monai", False):
+        return True
+
+    def hook(exc_type, exc, tb):
+        previous(exc_type, exc, tb)
+        error = find_data_error(exc)
+        if error is not None and error is not exc:
+            print(f"\n{DataError.__module__}.{DataError.__name__}: {error}", file=sys.stderr, flush=True)
+
+    hook._spine_monai = True
+    sys.excepthook = hook
+    return True

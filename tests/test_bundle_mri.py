@@ -302,3 +302,35 @@ def test_metadata_and_network_io():
         "LICENSE",
     ):
         assert (BUNDLE / f).is_file(), f
+
+
+def test_bad_volumes_end_training_with_exit_1_and_every_problem_last(mri, tmp_path):
+    """Not SIGABRT: the cache's threads are all finished before the error leaves the process."""
+    import subprocess
+    import sys
+
+    root, datalist, _ = mri
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    records = json.loads(datalist.read_text())["training"]
+    # Both in the training folds (fold 0 validates), whose cache is built first.
+    nifti = [r for r in records if r["fold"] != 0 and (data / r["case"] / "T1w.nii.gz").is_file()]
+    bad_t1, bad_label = data / nifti[0]["case"] / "T1w.nii.gz", data / nifti[1]["case"] / "label.nii.gz"
+    img = nib.load(bad_t1)
+    arr = np.asarray(img.dataobj, dtype=np.float32).copy()
+    arr[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), bad_t1)
+    img = nib.load(bad_label)
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] = 14
+    nib.save(nib.Nifti1Image(arr, img.affine), bad_label)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _cfg("train.json")]
+    cmd += ["--dataset_dir", str(data), "--datalist", str(datalist), "--output_dir", str(tmp_path / "o")]
+    cmd += ["--train#trainer#max_epochs", "1", "--num_workers", "2", "--progress_bar", "False"]
+    cmd += ["--in_plane_spacing", "[3.0, 3.0]", "--patch_size", "[96, 96]"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    tail = result.stderr.strip().splitlines()[-3:]
+    assert tail[0] == "spine_monai.errors.DataError: 2 data problems:", tail
+    assert str(bad_t1) in tail[1] and "NaN" in tail[1], tail
+    assert str(bad_label) in tail[2] and "label values {14}" in tail[2], tail

@@ -162,3 +162,27 @@ def test_the_last_epoch_is_validated_once_when_the_interval_lands_on_it():
         handler.attach(trainer)
         trainer.run([0], max_epochs=max_epochs)
         assert validator.epochs == expected, (max_epochs, interval, validator.epochs)
+
+
+def test_the_training_cache_lists_every_bad_record_and_leaves_no_thread_behind():
+    import threading
+    import time
+
+    from monai.transforms import Lambda
+
+    from spine_monai.data import CacheDataset
+    from spine_monai.errors import DataError
+
+    def read(record):
+        time.sleep(0.05 * record["i"])
+        if record["i"] in (1, 4):
+            raise DataError(f"film{record['i']}.jpg", "truncated or corrupt image")
+        return record
+
+    load = Lambda(read)
+    before = threading.active_count()
+    with raises_in_chain(DataError) as info:
+        CacheDataset([{"i": i} for i in range(6)], transform=load, num_workers=3, progress=False)
+    assert [p.path for p in info.value.problems] == ["film1.jpg", "film4.jpg"]
+    assert threading.active_count() == before
+    assert len(CacheDataset([{"i": 0}, {"i": 2}], transform=load, num_workers=2, progress=False)) == 2

@@ -1,6 +1,7 @@
 """Layout readers, datalists, input validation and synthetic data generators."""
 
 from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records, write_datalist
+from spine_monai.data.dataset import CacheDataset
 from spine_monai.data.inputs import InferenceInputs
 from spine_monai.data.io import image_size, read_mask, read_radiograph, write_mask
 from spine_monai.data.mri import (
@@ -21,6 +22,7 @@ from spine_monai.data.xray import (
 )
 
 __all__ = [
+    "CacheDataset",
     "MIDAS_LABELS",
     "InferenceInputs",
     "ScanResult",
