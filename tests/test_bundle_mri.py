@@ -334,3 +334,32 @@ def test_bad_volumes_end_training_with_exit_1_and_every_problem_last(mri, tmp_pa
     assert tail[0] == "spine_monai.errors.DataError: 2 data problems:", tail
     assert str(bad_t1) in tail[1] and "NaN" in tail[1], tail
     assert str(bad_label) in tail[2] and "label values {14}" in tail[2], tail
+
+
+def test_evaluation_goes_through_every_volume_and_lists_the_bad_ones(mri, tmp_path):
+    root, datalist, out = mri
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    doc = json.loads(datalist.read_text())
+    records = doc["testing"] + [r for r in doc["training"] if (data / r["case"] / "T1w.nii.gz").is_file()][:1]
+    bad = data / records[-1]["case"] / "T1w.nii.gz"
+    img = nib.load(bad)
+    arr = np.asarray(img.dataobj, dtype=np.float32).copy()
+    arr[0, 1, 2] = np.inf
+    nib.save(nib.Nifti1Image(arr, img.affine), bad)
+    bad_list = tmp_path / "datalist.json"
+    bad_list.write_text(json.dumps({"testing": records}))
+    run_dir = tmp_path / "run"
+    shutil.copytree(out / "models", run_dir / "models")
+    with raises_in_chain(DataError, match="NaN/inf"):
+        run(
+            config_file=_cfg("evaluate.json"),
+            dataset_dir=str(data),
+            datalist=str(bad_list),
+            output_dir=str(run_dir),
+            write_predictions=False,
+            **FAST_EVAL,
+        )
+    assert list(pd.read_csv(run_dir / "eval" / "failures.csv")["path"]) == [str(bad)]
+    evaluated = set(pd.read_csv(run_dir / "eval" / "per_case.csv")["case"])
+    assert evaluated == {r["case"] for r in records[:-1]}

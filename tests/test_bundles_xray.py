@@ -21,7 +21,7 @@ from PIL import Image
 from spine_monai.bundle import UnknownOverrideError, parse_override
 from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.errors import DataError
+from spine_monai.errors import DataError, find_data_error
 from spine_monai.handlers import INPUT_GRID_KEY, check_input_grid
 from spine_monai.package import SCHEMA, package_bundle
 
@@ -105,6 +105,26 @@ def test_evaluate_at_original_resolution(trained, xray_root, datalist, view):
             assert m.mode == "1" and m.size == (384, 576)  # the original size, not the network's
     assert (pred_dir / f"{view}_overlay.png").is_file()
     assert list((out / "tensorboard" / "eval").glob("events.out.tfevents.*"))
+
+
+def test_evaluation_goes_through_every_case_and_lists_the_bad_ones(trained, xray_copy, datalist, tmp_path):
+    doc = json.loads(datalist.read_text())
+    good, missing, corrupt = doc["testing"][0], doc["testing"][1], doc["training"][0]
+    (xray_copy / missing["Ap_Pedicle"]).unlink()
+    jpg = xray_copy / corrupt["AP"]
+    jpg.write_bytes(jpg.read_bytes()[:200])
+    bad_list = tmp_path / "datalist.json"
+    bad_list.write_text(json.dumps({"testing": [missing, good, corrupt]}))
+    out = tmp_path / "eval_run"
+    shutil.copytree(trained["AP"] / "models", out / "models")
+    with raises_in_chain(DataError) as info:
+        _evaluate("AP", xray_copy, bad_list, out, write_predictions=False)
+    problems = find_data_error(info.value).problems
+    assert [p.path for p in problems] == [str(xray_copy / missing["Ap_Pedicle"]), str(jpg)]
+    failures = pd.read_csv(out / "eval" / "failures.csv")
+    assert list(failures["path"]) == [str(xray_copy / missing["Ap_Pedicle"]), str(jpg)]
+    assert "mask file not found" in failures["reason"][0] and "corrupt" in failures["reason"][1]
+    assert list(pd.read_csv(out / "eval" / "per_case.csv")["patient"].unique()) == [good["patient"]]
 
 
 def test_inference_on_a_folder_reports_and_skips_unreadable_images(trained, xray_root, tmp_path):

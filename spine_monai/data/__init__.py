@@ -2,7 +2,7 @@
 
 from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records, write_datalist
 from spine_monai.data.dataset import CacheDataset
-from spine_monai.data.inputs import InferenceInputs
+from spine_monai.data.inputs import InferenceInputs, screen_records
 from spine_monai.data.io import image_size, read_mask, read_radiograph, write_mask
 from spine_monai.data.mri import (
     MIDAS_LABELS,
@@ -42,6 +42,7 @@ __all__ = [
     "resolve_paths",
     "scan_mri_tree",
     "scan_xray_tree",
+    "screen_records",
     "select_records",
     "untracked_worker_init",
     "write_datalist",
