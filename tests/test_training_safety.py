@@ -53,6 +53,15 @@ def test_sigkill_mid_epoch_then_resume(xray_root, datalist, tmp_path):
     assert state["trainer"]["iteration"] == 3 * state["trainer"]["epoch_length"]
     assert state["trainer"]["max_epochs"] == 3
     assert state["best_model_saver"]["_saved"], "the best-model tracking list was not kept"
+    # One latest checkpoint: the killed run's is removed, not left beside the new one.
+    assert sorted(p.name for p in (out / "models").glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=3.pt"]
+    # The redone epoch's iterations appear once in TensorBoard, not twice with different values.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train_loss_iter")]
+    assert steps == list(range(1, 3 * state["trainer"]["epoch_length"] + 1)), steps
 
 
 def test_resume_without_checkpoint_fails_clearly(xray_root, datalist, tmp_path):

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -72,6 +73,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
             ckpt = getattr(self, attr)
             if ckpt is not None:
                 ckpt.save_handler = _AtomicDiskSaver(self.save_dir, filename)
+
+    def interval_completed(self, engine: Engine) -> None:
+        """Save the interval checkpoint, then remove interval checkpoints that an earlier process left behind.
+
+        Ignite removes only the files this saver wrote itself beyond ``n_saved``; a resumed run would keep the
+        killed run's ``checkpoint_epoch=N.pt`` beside its own, and ``--resume`` could later pick a stale one.
+
+        Args:
+            engine: the trainer.
+        """
+        super().interval_completed(engine)
+        ckpt = self._interval_checkpoint
+        kept = {item.filename for item in ckpt._saved}
+        for path in Path(self.save_dir).glob("*.pt"):
+            if path.name not in kept and _EPOCH.search(path.name) and path.name.startswith(ckpt.filename_prefix):
+                path.unlink(missing_ok=True)
 
     def state_dict(self) -> dict:
         """The key-metric tracking list (which files hold the best scores), so a resumed run keeps it.
@@ -201,7 +218,12 @@ def find_checkpoint(*candidates: str | os.PathLike) -> str:
 
 
 def attach_resume(
-    trainer: Engine, enabled, ckpt_dir: str | os.PathLike, objects: dict, map_location=None
+    trainer: Engine,
+    enabled,
+    ckpt_dir: str | os.PathLike,
+    objects: dict,
+    map_location=None,
+    summary_writer: SummaryWriter | None = None,
 ) -> CheckpointLoader | None:
     """When ``enabled``, restore the latest interval checkpoint into ``objects`` as the trainer starts.
 
@@ -216,6 +238,10 @@ def attach_resume(
         ckpt_dir: where the interval checkpoints are.
         objects: name -> object with ``load_state_dict``, the same names the checkpoint was saved with.
         map_location: passed to ``torch.load``.
+        summary_writer: the run's TensorBoard writer, when it is not yet writing (a ``LazySummaryWriter``). The
+            redone epoch logs its iterations again; the writer then starts with a restart event at the first
+            iteration the checkpoint does not hold, and TensorBoard discards the killed run's values from that
+            step on (the epoch-level scalars, at the smaller epoch steps, are kept).
 
     Returns:
         the attached loader, or ``None`` when not resuming.
@@ -233,4 +259,9 @@ def attach_resume(
     logging.getLogger(__name__).info("resuming from %s", path)
     loader = CheckpointLoader(load_path=path, load_dict=objects, map_location=map_location)
     loader.attach(trainer)
+    if summary_writer is not None:
+        # Attached after the loader, so the trainer's iteration is the checkpoint's when this runs.
+        trainer.add_event_handler(
+            Events.STARTED, lambda engine: setattr(summary_writer, "purge_step", engine.state.iteration + 1)
+        )
     return loader
