@@ -10,11 +10,14 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import logging
 import os
-from collections.abc import Iterable, Sequence
+import pydoc
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle.config_item import ComponentLocator
 
 __all__ = [
     "check_overrides",
@@ -91,10 +94,11 @@ def check_overrides() -> bool:
 
     Call it from a config's ``initialize`` list. It finds the running ``ConfigWorkflow`` on the call stack;
     when run through ``monai.bundle run`` it checks each override id exactly (``train#trainer#max_epoch``
-    fails, ``train#trainer#max_epochs`` passes). A new argument under a ``_target_`` component is allowed,
-    since the component's constructor rejects an unknown argument itself. When the overrides themselves
-    are not visible (a ``ConfigWorkflow`` built directly), it checks that every top-level key is defined in
-    some config file of the bundle.
+    fails, ``train#trainer#max_epochs`` passes). A new argument of a ``_target_`` component passes only when
+    the component's signature takes it (``network_def#channel`` fails against ``UNet``), so a typo stops the run
+    before any data is read. An override that only another config of the bundle uses (``--tolerance_px`` given to
+    ``train.json``) is logged as ignored. When the overrides themselves are not visible (a ``ConfigWorkflow``
+    built directly), it checks that every top-level key is defined in some config file of the bundle.
 
     Returns:
         True, so it can sit in an expression list.
@@ -111,19 +115,43 @@ def check_overrides() -> bool:
     else:
         candidates = [k for k in merged if k not in _RESERVED]
     check_config_ids(candidates, bundle_config_files(Path(workflow.config_root_path), loaded), [merged])
+    if overrides is not None and loaded:
+        _log_unused(candidates, loaded)
     return True
 
 
-def check_config_ids(candidates: Iterable[str], files: Sequence[str | os.PathLike], configs: Iterable[dict]) -> None:
+def _log_unused(candidates: Iterable[str], loaded: Sequence[str]) -> None:
+    used: set[str] = set()
+    for f in loaded:
+        if Path(f).is_file():
+            used |= config_ids(ConfigParser.load_config_file(f))
+    unused = [k for k in candidates if k.split(SEP)[0] not in used and k not in _RESERVED]
+    if unused:
+        names = ", ".join(Path(f).name for f in loaded)
+        logging.getLogger(__name__).warning(
+            "override(s) %s: defined by another config of this bundle, not by %s; ignored in this run",
+            ", ".join(unused),
+            names,
+        )
+
+
+def check_config_ids(
+    candidates: Iterable[str],
+    files: Sequence[str | os.PathLike],
+    configs: Iterable[dict],
+    values: Mapping[str, object] | None = None,
+) -> None:
     """Raise if some of ``candidates`` is defined by none of ``files``.
 
-    An id is also accepted when it names a new argument of a ``_target_`` component in one of ``configs``, since
-    the component's constructor rejects an unknown argument itself.
+    An id is also accepted when it names a new argument of a ``_target_`` component in one of ``configs`` and the
+    component's signature takes that argument (or any keyword argument).
 
     Args:
         candidates: ids with ``#`` separators (``train#trainer#max_epochs``).
         files: the config files whose ids are known.
         configs: parsed configs whose components may take a new argument.
+        values: the overrides' values, where a component's ``_target_`` is itself overridden and ``configs`` do not
+            hold the new one yet.
 
     Raises:
         UnknownOverrideError: naming every unknown id, the closest known ones, and the files searched.
@@ -133,15 +161,23 @@ def check_config_ids(candidates: Iterable[str], files: Sequence[str | os.PathLik
         if Path(f).is_file():
             known |= config_ids(ConfigParser.load_config_file(f))
     configs = list(configs)
+    values = dict(values or {})
     lines = []
     for key in candidates:
         if key in known or key in _RESERVED:
             continue
-        parent = key.rsplit(SEP, 1)[0] if SEP in key else None
-        if parent is not None and parent in known and any(_is_component(c, parent) for c in configs):
-            continue
-        close = _suggest(key, known)
+        parent, _, arg = key.rpartition(SEP)
+        targets = []
+        if parent and parent in known:
+            targets = [values.get(f"{parent}{SEP}_target_", _target_of(c, parent)) for c in configs]
+            targets = [t for t in targets if t is not None]
+            if any(_takes_argument(t, arg) is not False for t in targets):
+                continue
+        pool = known | {f"{parent}{SEP}{name}" for t in targets for name in _parameters(t)}
+        close = _suggest(key, pool)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        if targets:
+            hint = f" ({targets[0]} takes no argument {arg!r})" + hint
         lines.append(f"  - {key}{hint}")
     if lines:
         names = ", ".join(Path(f).name for f in files)
@@ -150,21 +186,74 @@ def check_config_ids(candidates: Iterable[str], files: Sequence[str | os.PathLik
         )
 
 
+# Keys every MONAI component takes besides its constructor's arguments.
+_COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
+
+
+def _locate(target) -> object | None:
+    """The class or function a ``_target_`` names, or ``None`` when it is an expression or cannot be found."""
+    if not isinstance(target, str) or not target or target[0] in "$@%":
+        return None
+    name = target
+    if "." not in name:
+        module = ComponentLocator().get_component_module_name(name)
+        if isinstance(module, list):
+            module = module[0] if module else None
+        if not module:
+            return None
+        name = f"{module}.{target}"
+    return pydoc.locate(name)
+
+
+def _parameters(target) -> list[str]:
+    component = _locate(target)
+    if component is None:
+        return []
+    try:
+        return [n for n in inspect.signature(component).parameters if n not in ("self", "args", "kwargs")]
+    except (TypeError, ValueError):
+        return []
+
+
+def _takes_argument(target, arg: str) -> bool | None:
+    """Whether the component ``target`` takes ``arg``; ``None`` when that cannot be told (an expression as target,
+    a ``**kwargs`` signature)."""
+    if arg in _COMPONENT_KEYS:
+        return True
+    component = _locate(target)
+    if component is None:
+        return None
+    try:
+        params = inspect.signature(component).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return arg in params
+
+
+def _target_of(config: dict, id_: str):
+    node = _node(config, id_)
+    return node.get("_target_") if isinstance(node, dict) else None
+
+
 def _suggest(key: str, known: set[str], n: int = 3) -> list[str]:
     """Known ids close to ``key``, comparing both the whole id and its last part (``max_epoch`` finds
-    ``train#trainer#max_epochs``)."""
+    ``train#trainer#max_epochs``); among equally close ids, those as deep as ``key`` come first (``batchsize``
+    finds the top-level ``batch_size`` before ``train#dataloader#batch_size``)."""
     last = key.rsplit(SEP, 1)[-1]
+    depth = key.count(SEP)
 
-    def score(candidate: str) -> float:
+    def rank(candidate: str) -> tuple[float, int, int]:
         whole = difflib.SequenceMatcher(None, key, candidate).ratio()
         tail = difflib.SequenceMatcher(None, last, candidate.rsplit(SEP, 1)[-1]).ratio()
-        return max(whole, tail)
+        return -round(max(whole, tail), 6), abs(candidate.count(SEP) - depth), len(candidate)
 
-    scored = sorted(((score(c), c) for c in known if not c.split(SEP)[-1].isdigit()), reverse=True)
-    return [c for s, c in scored[:n] if s >= 0.75]
+    scored = sorted((rank(c), c) for c in known if not c.split(SEP)[-1].isdigit())
+    return [c for r, c in scored[:n] if -r[0] >= 0.75]
 
 
-def _is_component(config: dict, id_: str) -> bool:
+def _node(config, id_: str):
     node = config
     for part in id_.split(SEP):
         if isinstance(node, dict) and part in node:
@@ -172,8 +261,8 @@ def _is_component(config: dict, id_: str) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
-    return isinstance(node, dict) and "_target_" in node
+            return None
+    return node
 
 
 def as_bool(value) -> bool:

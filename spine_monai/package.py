@@ -105,7 +105,7 @@ def packaged_configs(
         for name in BAKED_CONFIGS
     }
     files = bundle_config_files(bundle_dir / "configs", config_files)
-    check_config_ids(overrides, files, [parser.get() for parser in parsers.values()])
+    check_config_ids(overrides, files, [parser.get() for parser in parsers.values()], overrides)
     unplaced = []
     for key, value in overrides.items():
         # A top-level key goes where it is defined, a nested id where its parent is (a new argument of a component too).

@@ -257,15 +257,20 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
             output_dir=str(tmp_path),
             **{"train#max_epochs": 3},
         )
-    # Under a _target_ component the constructor itself rejects the argument.
-    with raises_in_chain(TypeError, match="unexpected keyword argument 'max_epoch'"):
-        run(
-            config_file=_cfg("AP", "train.json"),
-            dataset_dir=str(xray_root),
-            datalist=str(datalist),
-            output_dir=str(tmp_path),
-            **{"train#trainer#max_epoch": 3},
-        )
+    # Under a _target_ component the argument is checked against its signature before any data is read: a missing
+    # datalist would otherwise be the error.
+    for key, value, message in [
+        ("train#trainer#max_epoch", 3, r"SupervisedTrainer takes no argument 'max_epoch'.*train#trainer#max_epochs"),
+        ("network_def#channel", [8, 16], r"UNet takes no argument 'channel'.*network_def#channels"),
+    ]:
+        with raises_in_chain(UnknownOverrideError, match=message):
+            run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), **{key: value})
+    # A typo of a top-level key suggests that key first, not its nested namesakes.
+    with raises_in_chain(UnknownOverrideError, match=r"batchsize \(did you mean batch_size or"):
+        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), batchsize=4)
+    # A component's real argument still passes.
+    with raises_in_chain(DataError, match="datalist not found"):
+        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), **{"network_def#dropout": 0.1})
     with raises_in_chain(DataError, match="datalist not found"):
         run(config_file=_cfg("AP", "train.json"), dataset_dir=str(xray_root), output_dir=str(tmp_path))
     with raises_in_chain(FileNotFoundError, match="no model checkpoint found"):
@@ -413,6 +418,26 @@ def test_package_refuses_bad_metadata(trained, tmp_path):
         package_bundle(bundle, tmp_path, ckpt=trained["AP"] / "models" / "model.pt")
     with pytest.raises(ValueError, match="no trained weights to package"):
         package_bundle(BUNDLES["AP"], tmp_path)
+
+
+def test_an_override_only_another_config_uses_is_reported_as_ignored(tmp_path, capsys):
+    with raises_in_chain(DataError, match="datalist not"):
+        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), tolerance_px=3)
+    captured = capsys.readouterr()
+    message = "tolerance_px: defined by another config of this bundle, not by train.json; ignored"
+    assert message in captured.out + captured.err
+
+
+def test_package_refuses_a_nested_override_typo(trained, tmp_path):
+    with pytest.raises(UnknownOverrideError, match="SupervisedTrainer takes no argument 'max_epoch'"):
+        package_bundle(
+            BUNDLES["AP"],
+            tmp_path / "typo.zip",
+            ckpt=trained["AP"] / "models" / "model.pt",
+            schema=SHARED / "monai" / "meta_schema_20240725.json",
+            overrides={"train#trainer#max_epoch": 4},
+        )
+    assert not (tmp_path / "typo.zip").exists()
 
 
 def test_overrides_are_read_as_monai_bundle_reads_them():

@@ -73,6 +73,9 @@ def test_select_and_resolve(xray_root, tmp_path):
     val = select_records(dl, "validation", fold=0)
     assert {r["fold"] for r in train} == {1} and {r["fold"] for r in val} == {0}
     assert len(select_records(dl, "test")) == 2
+    assert select_records(dl, "testing") == select_records(dl, "test")  # the datalist's own name for the list
+    with pytest.raises(ValueError, match="unknown split 'tests'"):
+        select_records(dl, "tests")
     resolved = resolve_paths(val, ["AP", "Ap_Vertebra"], xray_root)
     assert all(Path(r["AP"]).is_file() for r in resolved)
     with pytest.raises(DataError, match="fold 9 is not in the datalist"):

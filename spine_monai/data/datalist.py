@@ -25,6 +25,8 @@ from spine_monai.errors import DataError, Problem
 __all__ = ["assign_splits", "read_datalist", "resolve_paths", "select_records", "write_datalist"]
 
 SPLITS = ("train", "validation", "test", "training", "all")
+# "testing" is the datalist's own name for its test list, so a user who reads the file types it.
+_SPLIT_ALIASES = {"testing": "test"}
 
 
 def assign_splits(
@@ -154,7 +156,8 @@ def select_records(
     Args:
         datalist: a datalist read by :func:`read_datalist`.
         split: ``"train"`` (training records outside ``fold``), ``"validation"`` (training records in
-            ``fold``), ``"training"`` (all training records), ``"test"`` (the testing list) or ``"all"``.
+            ``fold``), ``"training"`` (all training records), ``"test"`` or ``"testing"`` (the testing list) or
+            ``"all"``.
         fold: the validation fold; needed by ``"train"`` and ``"validation"``.
         source: the datalist's path, for error messages.
 
@@ -165,8 +168,9 @@ def select_records(
         DataError: when the split is empty or a training record has no fold.
         ValueError: for an unknown split name.
     """
+    split = _SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} (or testing, for test)")
     training = list(datalist.get("training") or [])
     testing = list(datalist.get("testing") or [])
     if split in ("train", "validation"):
