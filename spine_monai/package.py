@@ -285,9 +285,9 @@ def package_bundle(
 
     Raises:
         ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, weights that do not
-            fit the network, weights trained on another input grid than the packaged configs' (see
-            :py:func:`spine_monai.handlers.check_input_grid`), a network whose input or outputs differ from the
-            metadata, or exports that do not match the eager model.
+            fit the network, weights trained on another input grid or by another bundle, structure set or channel
+            set than the packaged configs' (see :py:func:`spine_monai.handlers.check_input_grid`), a network whose
+            input or outputs differ from the metadata, or exports that do not match the eager model.
         UnknownOverrideError: for an override no config of the bundle defines.
     """
     from spine_monai import __version__
@@ -315,9 +315,10 @@ def package_bundle(
         inference = ConfigParser()
         inference.read_config(str(staged / "inference.json"))
         inference.update({"bundle_root": str(bundle_dir)})
-        if "input_grid" in inference:
-            grid = inference.get_parsed_content("input_grid")
-            check_input_grid(ckpt, grid, hint=PACKAGE_GRID_HINT)
+        grid = inference.get_parsed_content("input_grid") if "input_grid" in inference else None
+        identity = inference.get_parsed_content("model_identity") if "model_identity" in inference else None
+        check_input_grid(ckpt, grid, hint=PACKAGE_GRID_HINT, identity=identity)
+        if grid is not None:
             _set_input_grid(meta, grid)
         net = _eager_network(inference, ckpt, weights)
         x = _example_input(meta)

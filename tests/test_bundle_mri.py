@@ -363,3 +363,34 @@ def test_evaluation_goes_through_every_volume_and_lists_the_bad_ones(mri, tmp_pa
     assert list(pd.read_csv(run_dir / "eval" / "failures.csv")["path"]) == [str(bad)]
     evaluated = set(pd.read_csv(run_dir / "eval" / "per_case.csv")["case"])
     assert evaluated == {r["case"] for r in records[:-1]}
+
+
+def test_a_model_of_other_channels_or_a_malicious_file_is_refused_by_name(mri, tmp_path):
+    root, _, out = mri
+    model = out / "models" / "model.pt"
+    with raises_in_chain(
+        ValueError, match=r"does not belong to this config.*inputs \['T1w', 'T2w'\] \(this config: \['T1w'\]\)"
+    ):
+        run(
+            config_file=_cfg("inference.json"),
+            dataset_dir=str(root),
+            output_dir=str(tmp_path / "o"),
+            ckpt_path=str(model),
+            channels=["T1w"],
+            **FAST_EVAL,
+        )
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    evil = tmp_path / "model.pt"
+    torch.save({"model": Payload()}, evil)
+    with raises_in_chain(ValueError, match=r"model\.pt: refused: it holds Python objects besides tensors"):
+        run(
+            config_file=_cfg("inference.json"),
+            dataset_dir=str(root),
+            output_dir=str(tmp_path / "e"),
+            ckpt_path=str(evil),
+            **FAST_EVAL,
+        )

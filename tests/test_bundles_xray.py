@@ -21,6 +21,7 @@ from PIL import Image
 from spine_monai.bundle import UnknownOverrideError, parse_override
 from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.data.layout import STRUCTURES
 from spine_monai.errors import DataError, find_data_error
 from spine_monai.handlers import INPUT_GRID_KEY, check_input_grid
 from spine_monai.package import SCHEMA, package_bundle
@@ -294,7 +295,7 @@ def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datal
 
 def test_the_two_xray_bundles_differ_only_in_their_view():
     """One family, two views: the LAT configs are the AP configs with the view's keys changed."""
-    view_keys = {"view", "structures", "line_structures", "separate_structures", "output_dir"}
+    view_keys = {"view", "structures", "line_structures", "separate_structures", "model_identity", "output_dir"}
     names = sorted(p.name for p in (BUNDLES["AP"] / "configs").iterdir())
     assert names == sorted(p.name for p in (BUNDLES["LAT"] / "configs").iterdir())
     for name in [n for n in names if n != "metadata.json"]:
@@ -426,6 +427,38 @@ def test_an_override_only_another_config_uses_is_reported_as_ignored(tmp_path, c
     captured = capsys.readouterr()
     message = "tolerance_px: defined by another config of this bundle, not by train.json; ignored"
     assert message in captured.out + captured.err
+
+
+def test_a_model_of_another_bundle_or_structure_set_is_refused(trained, xray_root, datalist, tmp_path):
+    ap_model = trained["AP"] / "models" / "model.pt"
+    recorded = torch.load(ap_model, weights_only=True)._metadata[""]["spine_monai_model"]
+    assert recorded == {"bundle": "spine_xray_ap_seg", "inputs": ["AP"], "outputs": list(STRUCTURES["AP"])}
+    lat = ["Lat_Vertebra", "Lat_Disk_Height", "Lat_Spinous_Process"]  # as many outputs as the AP model has
+    with raises_in_chain(
+        ValueError,
+        match=r"model\.pt: this model does not belong to this config.*"
+        r"bundle spine_xray_ap_seg \(this config: spine_xray_lat_seg\)",
+    ):
+        run(
+            config_file=_cfg("LAT", "inference.json"),
+            dataset_dir=str(xray_root),
+            output_dir=str(tmp_path / "lat"),
+            ckpt_path=str(ap_model),
+            structures=lat,
+        )
+    with raises_in_chain(
+        ValueError,
+        match=r"outputs \['Ap_Vertebra', 'Ap_Pedicle', 'Ap_Spinous_Process'\] \(this config: \['Ap_Vertebra'\]\)",
+    ):
+        _evaluate("AP", xray_root, datalist, trained["AP"], structures=["Ap_Vertebra"])
+    with pytest.raises(ValueError, match="does not belong to this config"):
+        package_bundle(
+            BUNDLES["AP"],
+            tmp_path / "one.zip",
+            ckpt=ap_model,
+            schema=SHARED / "monai" / "meta_schema_20240725.json",
+            overrides={"structures": ["Ap_Vertebra"]},
+        )
 
 
 def test_package_refuses_a_nested_override_typo(trained, tmp_path):

@@ -2,6 +2,7 @@
 
 from spine_monai.handlers.checkpoint import (
     INPUT_GRID_KEY,
+    MODEL_IDENTITY_KEY,
     AtomicCheckpointSaver,
     attach_resume,
     check_input_grid,
@@ -17,6 +18,7 @@ from spine_monai.handlers.validation import ValidationHandler
 __all__ = [
     "AtomicCheckpointSaver",
     "INPUT_GRID_KEY",
+    "MODEL_IDENTITY_KEY",
     "LazySummaryWriter",
     "MetricsByStructure",
     "SegmentationCSVWriter",

@@ -110,28 +110,47 @@ class AtomicCheckpointSaver(CheckpointSaver):
 INPUT_GRID_KEY = "spine_monai_input_grid"
 
 
-def record_input_grid(network: nn.Module, grid: Sequence[int]) -> nn.Module:
-    """Make every state dict of ``network`` record ``grid``, the (H, W) of the images it is given.
+# Where a state dict records what its network is: the bundle, its outputs (structures or classes) and its inputs.
+MODEL_IDENTITY_KEY = "spine_monai_model"
+
+
+def record_input_grid(
+    network: nn.Module, grid: Sequence[int] | None, identity: Mapping[str, object] | None = None
+) -> nn.Module:
+    """Make every state dict of ``network`` record ``grid``, the (H, W) of the images it is given, and its identity.
 
     A fully convolutional or globally pooling network runs on any grid, so images brought to another grid than the
-    one it was trained on give worse outputs without an error. With the grid in its checkpoints,
-    :func:`check_input_grid` refuses such a pairing before evaluation, inference or packaging. The record is kept in
-    the state dict's per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
+    one it was trained on give worse outputs without an error. A checkpoint of one bundle loaded by another with as
+    many output channels runs too, and writes the other bundle's structures from it. With both in its checkpoints,
+    :func:`check_input_grid` refuses such a pairing before evaluation, inference or packaging. The record is kept
+    in the state dict's per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
 
     Args:
         network: the network being trained.
-        grid: its input grid, (H, W): ``spatial_size`` of a film resized to fit, or a patch's size.
+        grid: its input grid, (H, W): ``spatial_size`` of a film resized to fit, or a patch's size; ``None`` for a
+            network that is given whole images of any size (the MRI slices).
+        identity: the bundle's ``model_identity``: ``bundle`` (its name), ``outputs`` (structures or class names,
+            in channel order) and ``inputs`` (views or MRI channels, in channel order).
 
     Returns:
-        ``network``, whose state dicts now carry the grid.
+        ``network``, whose state dicts now carry the record.
     """
-    grid = [int(s) for s in grid]
+    grid = None if grid is None else [int(s) for s in grid]
+    identity = None if identity is None else _plain(identity)
 
     def _record(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-        local_metadata[INPUT_GRID_KEY] = grid
+        if grid is not None:
+            local_metadata[INPUT_GRID_KEY] = grid
+        if identity is not None:
+            local_metadata[MODEL_IDENTITY_KEY] = identity
 
     network.register_state_dict_post_hook(_record)
     return network
+
+
+def _plain(identity: Mapping[str, object]) -> dict:
+    # Lists and strings only, so that the record survives torch.load(weights_only=True) and compares as data.
+    return {str(k): (str(v) if isinstance(v, str) else [str(x) for x in v]) for k, v in identity.items()}
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
@@ -145,12 +164,20 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
 
     Raises:
         ValueError: for a file ``torch.load(weights_only=True)`` refuses, such as a pickle that would run code, or
-            a truncated file; the loader's own error is chained.
+            a truncated file, naming it and the reason (torch's own message, which suggests loading it with
+            ``weights_only=False``, is not passed on).
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: not a weights-only checkpoint, refused by torch.load(weights_only=True): {e}") from e
+    except pickle.UnpicklingError:
+        reason = "it holds Python objects besides tensors, which loading would have to execute"
+    except (RuntimeError, EOFError) as e:
+        reason = f"it is not a complete PyTorch checkpoint ({type(e).__name__})"
+    # torch's own message suggests weights_only=False, which would run whatever the file holds: not for this file.
+    raise ValueError(
+        f"{path}: refused: {reason}; spine-monai loads checkpoints as weights only, so that a file from elsewhere "
+        "cannot run code. Use a checkpoint written by a spine-monai bundle."
+    ) from None
 
 
 # How to run a segmentation checkpoint on the grid it was trained on; other bundles pass their own.
@@ -160,27 +187,51 @@ _GRID_HINT = (
 )
 
 
-def check_input_grid(ckpt_path: str | os.PathLike, grid: Sequence[int], hint: str = _GRID_HINT) -> None:
-    """Refuse a checkpoint whose network was trained on another input grid than ``grid``.
+def check_input_grid(
+    ckpt_path: str | os.PathLike,
+    grid: Sequence[int] | None,
+    hint: str = _GRID_HINT,
+    identity: Mapping[str, object] | None = None,
+) -> None:
+    """Refuse a checkpoint whose network was trained on another input grid than ``grid``, or by another bundle.
 
-    Checkpoints without the record of :func:`record_input_grid` (written before spine-monai 0.1.12, or made
-    elsewhere) pass.
+    The identity (bundle, outputs, inputs) recorded by :func:`record_input_grid` must equal ``identity`` field by
+    field: an AP model is refused by the LAT bundle, a model of one structure set by a config of another, an MRI
+    model of T1w and T2w by a config of T1w alone. Checkpoints without a record (written by earlier versions, or
+    made elsewhere) pass.
 
     Args:
         ckpt_path: a state dict, or a training checkpoint holding one under ``"model"``; read with
             :func:`load_checkpoint`.
-        grid: the (H, W) the config gives the network.
-        hint: how to run the checkpoint, ending the error; ``{trained}`` is the grid it was trained on. The
-            default names ``spatial_size`` and the segmentation bundles' ``configs/hires.json``.
+        grid: the (H, W) the config gives the network; ``None`` skips the grid.
+        hint: how to run the checkpoint on its grid, ending that error; ``{trained}`` is the grid it was trained
+            on. The default names ``spatial_size`` and the segmentation bundles' ``configs/hires.json``.
+        identity: the config's ``model_identity``; ``None`` skips it.
 
     Raises:
-        ValueError: naming the file, both grids and the hint.
+        ValueError: naming the file and every difference, with what to pass.
     """
     state = load_checkpoint(ckpt_path)
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
-    records = [m[INPUT_GRID_KEY] for m in getattr(state, "_metadata", {}).values() if INPUT_GRID_KEY in m]
-    if not records:
+    metadata = list(getattr(state, "_metadata", {}).values())
+    recorded = next((m[MODEL_IDENTITY_KEY] for m in metadata if MODEL_IDENTITY_KEY in m), None)
+    if recorded is not None and identity is not None:
+        expected = _plain(identity)
+        differences = [
+            f"{field} {recorded[field]} (this config: {expected[field]})"
+            for field in ("bundle", "outputs", "inputs")
+            if field in recorded and field in expected and recorded[field] != expected[field]
+        ]
+        if differences:
+            raise ValueError(
+                f"{ckpt_path}: this model does not belong to this config; it was trained with "
+                + "; ".join(differences)
+                + ". Use a checkpoint of this bundle, or run this one with the bundle and the structures, label map "
+                "or channels it was trained with."
+            )
+    records = [m[INPUT_GRID_KEY] for m in metadata if INPUT_GRID_KEY in m]
+    if not records or grid is None:
         return
     trained, configured = [int(s) for s in records[0]], [int(s) for s in grid]
     if trained != configured:
@@ -256,6 +307,7 @@ def attach_resume(
     path = latest_checkpoint(ckpt_dir)
     if path is None:
         raise FileNotFoundError(f"--resume true, but {ckpt_dir} holds no checkpoint_epoch=N.pt to resume from")
+    load_checkpoint(path)  # a file torch would refuse is named with the reason before the trainer starts
     logging.getLogger(__name__).info("resuming from %s", path)
     loader = CheckpointLoader(load_path=path, load_dict=objects, map_location=map_location)
     loader.attach(trainer)
