@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure bench-real gpu-wheels
+.PHONY: install test test-slow lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure bench-real gpu-wheels
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ lint: install
 
 # tests/test_standalone.py installs TORCH_SPEC and the spine-monai wheel into a fresh virtual environment.
 test: lint
-	TORCH_SPEC="$(TORCH_SPEC)" $(BIN)/python -m pytest -q
+	TORCH_SPEC="$(TORCH_SPEC)" $(BIN)/python -m pytest -q -m "not slow"
+
+# The long training and install runs that make test leaves out; .ci/run runs both tiers.
+test-slow: install
+	TORCH_SPEC="$(TORCH_SPEC)" $(BIN)/python -m pytest -q -m slow
 
 demo: install
 	$(BIN)/python -m pipelines.demo

@@ -22,6 +22,7 @@ from spine_monai.transforms import (
     fit_size,
     overlay_masks,
 )
+from spine_monai.transforms.io import PALETTE
 
 
 def test_fit_size_keeps_aspect():
@@ -258,3 +259,17 @@ def test_head_unet_widens_the_last_normalised_layer():
     torch.testing.assert_close(scripted(x), net(x))
     with pytest.raises(ValueError, match="num_res_units >= 1"):
         HeadUNet(2, 1, 3, (8, 16), (2,), num_res_units=0)
+
+
+def test_every_overlay_carries_a_legend_of_its_colours():
+    img = np.tile(np.linspace(0.0, 1.0, 500), (700, 1))
+    pred = np.zeros((2, 700, 500))
+    pred[0, 300:400, 200:300] = 1
+    plain = overlay_masks(img, pred)
+    with_legend = overlay_masks(img, pred, pred, names=["Ap_Vertebra", "Ap_Pedicle"])
+    corner = with_legend[:60, :200].reshape(-1, 3)
+    for colour in PALETTE[:2].astype(np.uint8):
+        assert (corner == colour).all(axis=1).sum() >= 25, colour  # a swatch per structure
+    assert (corner > 200).all(axis=1).sum() >= 20  # white text on the box
+    assert np.array_equal(with_legend[350, 250], overlay_masks(img, pred, pred)[350, 250])  # the film unchanged
+    assert not np.array_equal(plain[:60, :200], with_legend[:60, :200])  # drawn only when names are given

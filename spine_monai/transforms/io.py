@@ -139,9 +139,13 @@ class LoadStructureMasksd(MapTransform):
 
 
 def overlay_masks(
-    image: np.ndarray, masks: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.45
+    image: np.ndarray,
+    masks: np.ndarray,
+    truth: np.ndarray | None = None,
+    alpha: float = 0.45,
+    names: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Blend binary masks over a grey image, one palette colour per channel.
+    """Blend binary masks over a grey image, one palette colour per channel, with a legend.
 
     Args:
         image: (H, W) grey image of any range; it is stretched to its 1st-99th percentile.
@@ -149,6 +153,8 @@ def overlay_masks(
         truth: optional (C, H, W) reference masks, drawn as solid outlines of the same colours so that
             misses (outline without fill) and false positives (fill without outline) stand out.
         alpha: opacity of the fill.
+        names: the channels' structure names; when given, a legend in the top-left corner names each colour (and
+            says that outlines are the reference), so that the overlay reads on its own wherever it is sent.
 
     Returns:
         an RGB uint8 array (H, W, 3).
@@ -166,7 +172,33 @@ def overlay_masks(
             t = truth[c] > 0
             edge = t & ~ndimage.binary_erosion(t, iterations=width)
             rgb[edge] = PALETTE[c % len(PALETTE)]
-    return rgb.astype(np.uint8)
+    rgb = rgb.astype(np.uint8)
+    if names:
+        rgb = _legend(rgb, list(names), outlined=truth is not None)
+    return rgb
+
+
+def _legend(rgb: np.ndarray, names: list[str], outlined: bool) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    height = rgb.shape[0]
+    size = max(10, height // 70)
+    font = ImageFont.load_default(size=size)
+    lines = [(name, tuple(int(v) for v in PALETTE[c % len(PALETTE)])) for c, name in enumerate(names)]
+    if outlined:
+        lines.append(("filled: prediction, outline: reference", None))
+    pad, row = size // 2, size + size // 2
+    width = pad * 3 + size + max(int(font.getlength(text)) for text, _ in lines)
+    box = (0, 0, min(width, rgb.shape[1]), min(pad * 2 + row * len(lines), height))
+    picture = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle(box, fill=(0, 0, 0))
+    for i, (text, colour) in enumerate(lines):
+        top = pad + i * row
+        if colour is not None:
+            draw.rectangle((pad, top, pad + size, top + size), fill=colour)
+        draw.text((pad * 2 + size, top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(picture)
 
 
 def _numpy(x) -> np.ndarray:
@@ -202,7 +234,7 @@ class SaveStructureMasks(Transform):
         if self.overlay and image is not None:
             grey = _numpy(image)[0]
             truth = None if label is None else _numpy(label)
-            write_overlay(folder / f"{stem}_overlay.png", overlay_masks(grey, masks, truth))
+            write_overlay(folder / f"{stem}_overlay.png", overlay_masks(grey, masks, truth, names=self.structures))
         return pred
 
 
