@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -333,7 +334,11 @@ def test_report_content(full_report, evals, xray_root):
     # Self-contained: nothing is fetched, every image is embedded.
     assert "http://" not in text and "https://" not in text and "<link" not in text
     assert all(img["src"].startswith("data:image/") for img in page.images)
-    assert len(text) < 3_000_000
+    # It travels: no link leads out of the page, and every thumbnail carries its enlarged view.
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', text))
+    n_zoom = len(re.findall(r'<a href="#" class="zoom" data-full="data:image/jpeg;base64,', text))
+    assert n_zoom == text.count('class="thumb"') > 0
+    assert len(text) < 6_000_000
     # Per-case X-ray table: one row per patient, each with its overlay thumbnail.
     n = len(_patients(xray_root))
     rows = page.tables_ending("-per-case")
@@ -530,6 +535,17 @@ window.addEventListener('load', function () {
 </script></body>"""
 
 
+_ZOOM_PROBE = """<script>
+window.addEventListener('load', function () {
+  document.querySelector('a.zoom').click();
+  var viewer = document.getElementById('viewer'), img = viewer.querySelector('img');
+  var state = viewer.classList.contains('open') ? 'open' : 'closed';
+  var done = function () { document.body.setAttribute('data-zoom', img.naturalHeight + ' ' + state); };
+  if (img.complete && img.naturalHeight) { done(); } else { img.addEventListener('load', done); }
+});
+</script></body>"""
+
+
 def test_report_in_headless_chromium(chromium, full_report, xray_root, tmp_path):
     browser = chromium
     dom = _run_chromium(browser, tmp_path, "--dump-dom", full_report.resolve().as_uri())
@@ -555,6 +571,15 @@ def test_report_in_headless_chromium(chromium, full_report, xray_root, tmp_path)
     dice = _sort_values(resorted, 1)
     assert dice == sorted(dice, reverse=True) and dice != sorted(dice)
     assert {r["key"] for r in resorted} == {r["key"] for r in xray_rows}
+
+    # A copy sent elsewhere shows everything, and a click on a thumbnail enlarges it from what the page holds.
+    sent = tmp_path / "sent" / "report.html"
+    sent.parent.mkdir()
+    sent.write_text(full_report.read_text(encoding="utf-8").replace("</body>", _ZOOM_PROBE), encoding="utf-8")
+    moved = _Page(_run_chromium(browser, tmp_path, "--dump-dom", sent.as_uri()))
+    assert moved.body.get("data-broken-images") == "0"
+    height, state = moved.body.get("data-zoom", "0 closed").split()
+    assert state == "open" and int(height) > 256, (height, state)  # the full view, not the 256 px thumbnail
 
     # A screenshot, kept with the test's files.
     shot = tmp_path / "report.png"

@@ -1,8 +1,10 @@
 """``build_report``: one static, self-contained HTML page from evaluation folders and a measurement CSV.
 
-The page needs no server and loads nothing from the network: figures and thumbnails are embedded as base64
-data URIs, the CSS is inline, and a few lines of inline JavaScript sort tables when a header is clicked and
-count images that failed to decode (``<body data-images=N data-broken-images=M>`` after the load event).
+The page needs no server and loads nothing from the network or the disk: figures, thumbnails and the enlarged
+views behind them are embedded as base64 data URIs, the CSS is inline, and a few lines of inline JavaScript sort
+tables when a header is clicked, show a thumbnail's enlarged view when it is clicked, and count images that
+failed to decode (``<body data-images=N data-broken-images=M>`` after the load event). The file can be moved or
+sent on its own.
 Every piece of text that comes from the inputs goes through :func:`html.escape`.
 """
 
@@ -14,7 +16,6 @@ import html
 import math
 import os
 import sys
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,9 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 td.bad{background:#f9d6d5}td.warn{background:#fdebd0}td.good{background:#dff0d8}
 td.thumbs{white-space:nowrap;text-align:left}
 td.thumbs a{display:inline-block;margin-right:4px}
-img.thumb{height:160px;width:auto;display:block;background:#000}
+img.thumb{height:160px;width:auto;display:block;background:#000;cursor:zoom-in}
+#viewer{position:fixed;inset:0;background:rgba(0,0,0,.88);display:none;align-items:center;justify-content:center;
+z-index:10;cursor:zoom-out}#viewer.open{display:flex}#viewer img{max-width:98vw;max-height:98vh}
 figure{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}
 figcaption{font-size:12px;color:#555}
 img.plot{max-width:100%;height:auto}
@@ -88,6 +91,12 @@ Array.prototype.slice.call(b.rows).map(function(r,j){return[key(r.cells[i]),j,r]
 if(x[0]===null||y[0]===null)return(x[0]===null)-(y[0]===null)||x[1]-y[1];
 return(asc?1:-1)*cmp(x[0],y[0])||x[1]-y[1];}).forEach(function(x){b.appendChild(x[2]);});};
 th.addEventListener('click',go);th.addEventListener('keydown',function(e){if(e.key==='Enter')go();});});
+var viewer=document.getElementById('viewer');
+document.querySelectorAll('a.zoom').forEach(function(a){a.addEventListener('click',function(e){e.preventDefault();
+var im=viewer.querySelector('img')||viewer.appendChild(document.createElement('img'));
+im.src=a.getAttribute('data-full');im.alt=a.title;viewer.classList.add('open');});});
+if(viewer){viewer.addEventListener('click',function(){viewer.classList.remove('open');});
+document.addEventListener('keydown',function(e){if(e.key==='Escape')viewer.classList.remove('open');});}
 window.addEventListener('load',function(){var n=document.images.length,bad=0;
 for(var k=0;k<n;k++){var im=document.images[k];if(!im.complete||im.naturalWidth===0)bad++;}
 document.body.setAttribute('data-images',n);document.body.setAttribute('data-broken-images',bad);});
@@ -221,9 +230,10 @@ class _Section:
 
 
 class _Builder:
-    def __init__(self, out: Path, thumb_height: int) -> None:
+    def __init__(self, out: Path, thumb_height: int, view_height: int) -> None:
         self.out = out
         self.thumb_height = thumb_height
+        self.view_height = view_height
         self.sections: list[_Section] = []
         self.unreadable: list[Path] = []
 
@@ -233,15 +243,8 @@ class _Builder:
         return s
 
     # ---- images ----------------------------------------------------------------------------------------
-    def _href(self, path: Path) -> str:
-        try:
-            rel = os.path.relpath(path.resolve(), self.out.parent.resolve())
-            return urllib.parse.quote(Path(rel).as_posix())
-        except ValueError:  # another drive on Windows
-            return path.resolve().as_uri()
-
     def thumbs(self, paths: Sequence[Path], alt: str) -> _Cell:
-        """A cell of linked thumbnails (each links to the full-size file, where it still is)."""
+        """A cell of thumbnails, each enlarged on a click to a view embedded in the page, not linked to a file."""
         if self.thumb_height <= 0:
             return _Cell("", None, "thumbs")
         parts = []
@@ -252,9 +255,13 @@ class _Builder:
                 parts.append(f'<span class="note">unreadable: {esc(p.name)}</span>')
                 continue
             label = f"{alt} ({p.stem})" if len(paths) > 1 else alt
+            image = f'<img class="thumb" src="{uri}" alt="{esc(label)}">'
+            full = thumbnail_data_uri(p, self.view_height, quality=85) if self.view_height > 0 else None
+            if full is None:
+                parts.append(image)
+                continue
             parts.append(
-                f'<a href="{esc(self._href(p))}" title="{esc(p.name)}: open full size">'
-                f'<img class="thumb" src="{uri}" alt="{esc(label)}"></a>'
+                f'<a href="#" class="zoom" data-full="{full}" title="{esc(p.name)}: click to enlarge">{image}</a>'
             )
         return _Cell("".join(parts), None, "thumbs")
 
@@ -729,6 +736,7 @@ def _page(title: str, inputs: Sequence[str], sections: Sequence[_Section], notes
             *(_note(n) for n in notes),
             f"<nav><strong>Contents</strong><ul>{toc}</ul></nav>",
             *(s.render() for s in sections),
+            '<div id="viewer" role="dialog" aria-label="enlarged view"></div>',
             f"<script>{_JS}</script>",
             "</body>",
             "</html>",
@@ -744,6 +752,7 @@ def build_report(
     title: str = DEFAULT_TITLE,
     *,
     thumb_height: int = 256,
+    view_height: int = 1600,
 ) -> Path:
     """Write one self-contained HTML report of evaluation folders and a measurement CSV.
 
@@ -760,6 +769,8 @@ def build_report(
         measure_csv: a CSV written by ``spine-monai measure``, or None.
         title: the page title and heading.
         thumb_height: height in pixels of the embedded JPEG thumbnails (shown at 160 px); 0 leaves them out.
+        view_height: height in pixels (at most) of the embedded view a click on a thumbnail enlarges, enough to
+            judge pedicles and vertebral lines; 0 leaves the views out and the thumbnails unclickable.
 
     Returns:
         the path written.
@@ -779,7 +790,7 @@ def build_report(
             found.append(detect_eval_dir(d))
     problems.raise_if_any()
 
-    b = _Builder(out, thumb_height)
+    b = _Builder(out, thumb_height, view_height)
     for ed in found:
         for kind in ed.kinds:
             with problems.catch():
@@ -812,7 +823,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 2
     try:
         path = build_report(
-            args.eval_dir, args.out, measure_csv=args.measure, title=args.title, thumb_height=args.thumb_height
+            args.eval_dir,
+            args.out,
+            measure_csv=args.measure,
+            title=args.title,
+            thumb_height=args.thumb_height,
+            view_height=args.view_height,
         )
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -853,6 +869,12 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--title", default=DEFAULT_TITLE, help=f"page title (default {DEFAULT_TITLE!r})")
     p.add_argument(
         "--thumb-height", type=int, default=256, help="embedded thumbnail height in px (default 256; 0: none)"
+    )
+    p.add_argument(
+        "--view-height",
+        type=int,
+        default=1600,
+        help="height in px of the enlarged view embedded behind each thumbnail (default 1600; 0: none)",
     )
     p.set_defaults(func=_cmd_report)
     return p
