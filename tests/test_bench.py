@@ -43,6 +43,7 @@ def test_bare_loop_between_trainer_blocks(tmp_path, monkeypatch):
     assert trainer > 0 and bare > 0 and 5 / trainer < 2.0
 
 
+@pytest.mark.slow
 def test_throughput_table(tmp_path, capsys):
     films = ["--film-cases", "2", "--film-size", "256x384"]
     args = ["--out", str(tmp_path), "--iterations", "1", "--rounds", "2", "--xray-cases", "6", "--mri-cases", "3"]
@@ -78,6 +79,7 @@ def test_throughput_table(tmp_path, capsys):
     assert "0 or at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_gpu_option_rows(tmp_path, capsys):
     """Each variant trains with its own overrides and gets its own row, without inference (the default row's)."""
     args = ["--out", str(tmp_path), "--iterations", "1", "--rounds", "1", "--xray-cases", "6", "--mri-cases", "3"]
@@ -92,6 +94,7 @@ def test_gpu_option_rows(tmp_path, capsys):
     assert "xray+channels_last" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_layout_pairs_alternate_the_two_layouts(tmp_path, monkeypatch, capsys):
     """Each network is timed in both layouts, in pairs whose order alternates, and the speed-ups are those pairs'."""
     from pipelines import bench_layout

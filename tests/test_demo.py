@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from pipelines import demo
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path), "--cases", "10", "--epochs", "1"]) == 0
     run = tmp_path / "ap"

@@ -143,7 +143,8 @@ def _train(bundle: str, overrides: dict, out, device: str = "cpu") -> tuple[list
     set_determinism(seed=0)
     trainer = parser.get_parsed_content("train#trainer")
     inputs: list[torch.Tensor] = []
-    trainer.network.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    # Training steps only: the run also validates once, after its last epoch.
+    trainer.network.register_forward_pre_hook(lambda module, args: inputs.append(args[0]) if module.training else None)
     losses: list[float] = []
 
     def record(engine) -> None:

@@ -65,6 +65,7 @@ def gloo_training(xray_root, datalist, tmp_path_factory):
     return datalist, out, logs
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_rank_zero_writes(gloo_training):
     _, out, both = gloo_training
     # Both ranks trained (DistributedSampler split the data) ...
@@ -82,6 +83,7 @@ def test_two_process_gloo_training_rank_zero_writes(gloo_training):
     assert len(events) == 1, events
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_matches_one_process(gloo_training, xray_root, tmp_path):
     datalist, out, _ = gloo_training
     common = [

@@ -49,6 +49,7 @@ def launches(monkeypatch) -> list[tuple[str, dict]]:
     return seen
 
 
+@pytest.mark.slow
 def test_kfold_in_child_processes_then_resume(data, tmp_path, launches):
     out = tmp_path / "kfold"
     assert kfold.main([*data, *MICRO, "--out", str(out)]) == 0

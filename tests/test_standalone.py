@@ -25,9 +25,12 @@ from monai.bundle import ConfigParser
 from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.package import package_bundle
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SPINE_MONAI_SKIP_FRESH_INSTALL") == "1", reason="SPINE_MONAI_SKIP_FRESH_INSTALL=1"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("SPINE_MONAI_SKIP_FRESH_INSTALL") == "1", reason="SPINE_MONAI_SKIP_FRESH_INSTALL=1"
+    ),
+]
 
 # The build this suite runs on, unless the Makefile passes its TORCH_SPEC: another spec could pull CUDA wheels.
 TORCH_SPEC = os.environ.get("TORCH_SPEC") or f"torch=={torch.__version__.split('+')[0]}"

@@ -22,6 +22,7 @@ def _train_cmd(xray_root, datalist, out, *extra):
     return [sys.executable, "-m", *small_run_args(str(AP / "train.json"), xray_root, datalist, out, 3, *extra)]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(xray_root, datalist, tmp_path):
     out = tmp_path / "run"
     # The first run kills itself with SIGKILL at its 5th iteration: 3 training patients, batch 1, so mid epoch 2.
