@@ -588,3 +588,19 @@ def test_report_in_headless_chromium(chromium, full_report, xray_root, tmp_path)
         assert im.size == (1280, 2000)
         grey = np.asarray(im.convert("L"), dtype=float)
     assert grey.std() > 10, "the screenshot is blank"
+
+
+def test_the_classifier_gradcam_maps_appear_beside_each_patient(tmp_path, evals, xray_root):
+    run = tmp_path / "cls_run"
+    shutil.copytree(evals["cls"], run / "eval")
+    patients = _patients(xray_root)
+    for view in ("AP", "LAT"):
+        folder = run / "cam" / patients[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (120, 180), (200, 40, 40)).save(folder / f"{view}_gradcam.png")
+    page = _page(build_report([run / "eval"], tmp_path / "r.html"))
+    rows = {r["key"]: r for r in page.table("-per-patient")}
+    assert rows[patients[0]]["cells"][-1]["imgs"] == 2  # both views' maps, each enlarged on a click
+    assert all(rows[p]["cells"][-1]["imgs"] == 0 for p in patients[1:])
+    without = build_report([evals["cls"]], tmp_path / "r2.html").read_text(encoding="utf-8")
+    assert "No cam/ folder beside this evaluation" in without

@@ -605,12 +605,25 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
         range(len(per_patient)), key=lambda i: (correct[i] is not False, -error[i] if _finite(error[i]) else 0.0, i)
     )
     columns = [_Column(c, text=c in ("patient", "class", "predicted")) for c in cols] + [_Column("correct", text=True)]
+    cams = _cam_dir(p) if b.thumb_height > 0 else None
+    if cams is not None:
+        columns.append(_Column("GradCAM", text=True, sortable=False))
+    elif b.thumb_height > 0:
+        s.body.append(
+            _note(
+                "No cam/ folder beside this evaluation: run the classifier's inference.json (gradcam true) with the "
+                "same output_dir to show each patient's GradCAM maps here."
+            )
+        )
     verdicts = {True: ("yes", "1", "t good"), False: ("no", "0", "t bad"), None: ("–", "", "t")}
     rows = []
     for i in order:
         r = per_patient.iloc[i]
         cells = [_num(r[c], 0 if c == "label" else 3) if c in ("label", "prob_damaged") else _text(r[c]) for c in cols]
         cells.append(_Cell(*verdicts[correct[i]]))
+        if cams is not None:
+            patient = str(r["patient"])
+            cells.append(b.thumbs(_cam_maps(cams, patient), f"GradCAM of {patient}"))
         rows.append((str(r["patient"]), cells))
     wrong = sum(c is False for c in correct)
     s.body.append(
@@ -621,6 +634,22 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
             table_id=f"{s.anchor}-per-patient",
         )
     )
+
+
+def _cam_dir(eval_dir: Path) -> Path | None:
+    """The classifier's ``cam/`` folder (inference's GradCAM maps) in the evaluation folder or in its run folder."""
+    for folder in (eval_dir / "cam", eval_dir.parent / "cam"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def _cam_maps(cams: Path, patient: str) -> list[Path]:
+    """``cam/<patient>/*_gradcam.png``, never outside ``cams``."""
+    folder = cams / patient
+    if not patient or not _inside(cams, folder) or not folder.is_dir():
+        return []
+    return sorted(folder.glob("*_gradcam.png"))[:MAX_OVERLAYS_PER_CASE]
 
 
 # ---- measurements ---------------------------------------------------------------------------------------
