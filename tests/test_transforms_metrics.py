@@ -246,21 +246,6 @@ def test_fixed_noise_level_identity_and_bad_levels():
         parser.get_parsed_content("preprocessing")
 
 
-def test_head_unet_widens_the_last_normalised_layer():
-    from spine_monai.networks import HeadUNet
-
-    net = HeadUNet(2, 1, 3, (8, 16, 32), (2, 2), num_res_units=2, norm="batch", head_channels=8)
-    assert net(torch.randn(2, 1, 32, 24)).shape == (2, 3, 32, 24)
-    # The UNet ends in 8 channels, normalised there, and the 1x1 head maps them to the 3 structures.
-    assert net.unet(torch.randn(2, 1, 32, 24)).shape[1] == 8 and net.head.conv.in_channels == 8
-    assert HeadUNet(2, 1, 12, (8, 16), (2,), head_channels=8).head.conv.in_channels == 12
-    scripted = torch.jit.script(net.eval())
-    x = torch.randn(1, 1, 32, 24)
-    torch.testing.assert_close(scripted(x), net(x))
-    with pytest.raises(ValueError, match="num_res_units >= 1"):
-        HeadUNet(2, 1, 3, (8, 16), (2,), num_res_units=0)
-
-
 def test_every_overlay_carries_a_legend_of_its_colours():
     img = np.tile(np.linspace(0.0, 1.0, 500), (700, 1))
     pred = np.zeros((2, 700, 500))
