@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,8 +19,6 @@ from spine_monai.data.io import read_radiograph, write_overlay
 from spine_monai.networks.vertebra import VertebraMILClassifier
 
 __all__ = ["ClassActivationWriter", "heatmap_overlay"]
-
-logger = logging.getLogger(__name__)
 
 
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
