@@ -214,6 +214,137 @@ def _add_datalist_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from spine_monai.measure import measure_tree
+
+    try:
+        df = measure_tree(
+            args.masks,
+            args.view,
+            out_csv=args.out,
+            images_dir=args.images,
+            overlay=not args.no_overlay,
+            anchor=args.anchor,
+            anchor_end=args.anchor_end,
+        )
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    problems = df.attrs["problems"]
+    summaries = df[df["row_type"] == "summary"]
+    print(
+        f"wrote {args.out}: {len(summaries)} patient-views, {int((df['row_type'] == 'vertebra').sum())} vertebrae, "
+        f"{len(problems)} problems"
+    )
+    if problems:
+        print(
+            f"problems ({len(problems)}), also in {args.out.with_name(args.out.stem + '_problems.csv')}:",
+            file=sys.stderr,
+        )
+        for p in problems:
+            print(f"  - {p['path']}: {p['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``measure`` subcommand; its handler is ``args.func(args) -> exit code``.
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        the ``measure`` parser.
+    """
+    from spine_monai.measure.command import VIEWS
+
+    p = subparsers.add_parser(
+        "measure",
+        help="Cobb angle, lordosis, heights, Genant grades and listhesis from vertebra masks",
+        description="Measure <masks>/<class>/ID (<n>)/<VIEW>/{Ap,Lat}_Vertebra.png into one CSV (a row per "
+        "vertebra and a summary row per patient and view) and an overlay PNG per patient-view next to it. "
+        "Exit status 1 when some masks had problems (listed, and written to <out stem>_problems.csv).",
+    )
+    p.add_argument("--masks", required=True, type=Path, help="root of the mask tree (ground truth or predicted)")
+    p.add_argument("--view", type=str.upper, choices=VIEWS, default=None, help="AP or LAT (default: both)")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument("--images", type=Path, default=None, help="radiograph tree to draw overlays on (default: masks)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--anchor", default="S1", help="level of the lowest body (default S1; L5 if no sacrum)")
+    p.add_argument(
+        "--anchor-end", choices=("bottom", "top"), default="bottom", help="which end --anchor names (default bottom)"
+    )
+    p.set_defaults(func=_cmd_measure)
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from spine_monai.report import build_report
+
+    if not args.eval_dir and args.measure is None:
+        print("error: nothing to report: give --eval-dir DIR (repeatable) and/or --measure FILE.csv", file=sys.stderr)
+        return 2
+    try:
+        path = build_report(
+            args.eval_dir,
+            args.out,
+            measure_csv=args.measure,
+            title=args.title,
+            thumb_height=args.thumb_height,
+            view_height=args.view_height,
+        )
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {args.out}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``report`` subcommand; its handler is ``args.func(args) -> exit code`` (0 ok, 2 bad input).
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        the ``report`` parser.
+    """
+    from spine_monai.report import DEFAULT_TITLE
+
+    p = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML page of evaluation results and measurements",
+        description="Summarise evaluation folders (X-ray or MRI segmentation, classification; recognised by the "
+        "files they hold) and a measurement CSV in one static HTML file with tables, plots and overlay "
+        "thumbnails embedded; it opens in any browser, offline. Exit status 2 for unrecognised or malformed input.",
+    )
+    p.add_argument(
+        "--eval-dir",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="an evaluation folder, <run>/eval (repeatable)",
+    )
+    p.add_argument("--measure", type=Path, default=None, metavar="FILE.csv", help="CSV from `spine-monai measure`")
+    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--title", default=DEFAULT_TITLE, help=f"page title (default {DEFAULT_TITLE!r})")
+    p.add_argument(
+        "--thumb-height", type=int, default=256, help="embedded thumbnail height in px (default 256; 0: none)"
+    )
+    p.add_argument(
+        "--view-height",
+        type=int,
+        default=1600,
+        help="height in px of the enlarged view embedded behind each thumbnail (default 1600; 0: none)",
+    )
+    p.set_defaults(func=_cmd_report)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spine-monai", description="MONAI-based spine X-ray and MRI toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -368,11 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("args", nargs=argparse.REMAINDER, help="the experiment's own arguments")
     ex.set_defaults(func=_cmd_experiment)
 
-    from spine_monai.measure.command import add_measure_parser
-    from spine_monai.report import add_report_parser
-
-    add_measure_parser(sub)
-    add_report_parser(sub)
+    _add_measure_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 
@@ -12,11 +11,11 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
+from spine_monai.cli import build_parser
 from spine_monai.data.io import write_mask
 from spine_monai.data.synth_xray import generate_case, write_xray_dataset
 from spine_monai.errors import DataError
 from spine_monai.measure import (
-    add_measure_parser,
     assign_levels,
     genant_grade,
     measure_spine,
@@ -245,8 +244,7 @@ def test_measure_tree_writes_csv_overlays_and_problems(tiny_tree, tmp_path):
 
 
 def test_measure_parser_handler(tiny_tree, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_measure_parser(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     out = tmp_path / "m.csv"
     args = parser.parse_args(["measure", "--masks", str(tiny_tree), "--view", "ap", "--out", str(out), "--no-overlay"])
     assert args.func(args) == 0

@@ -7,7 +7,6 @@ bundles' evaluation does; the measurement CSV comes from :func:`spine_monai.meas
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -22,10 +21,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from spine_monai.cli import build_parser
 from spine_monai.data.io import read_mask, read_radiograph, write_png_atomic
 from spine_monai.data.layout import CLASSES, STRUCTURES
 from spine_monai.errors import DataError
-from spine_monai.report import add_report_parser, build_report, detect_eval_dir
+from spine_monai.report import build_report, detect_eval_dir
 
 # --------------------------------------------------------------------------------------------------------
 # Fixtures: evaluation folders of each kind and a measurement CSV.
@@ -447,8 +447,7 @@ def test_unreadable_overlay_is_noted(tmp_path, evals):
 
 
 def test_command(tmp_path, evals, capsys):
-    parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "cli" / "report.html"
     argv = ["report", "--eval-dir", str(evals["ap"]), "--eval-dir", str(evals["cls"]), "--measure"]
     args = parser.parse_args([*argv, str(evals["measure"]), "--out", str(out), "--title", "CLI", "--thumb-height", "0"])

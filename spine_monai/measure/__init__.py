@@ -13,7 +13,6 @@ from spine_monai.measure.cobb import REGIONAL_COBB, RegionalCobb, cobb_smape, re
 from spine_monai.measure.command import (
     SUMMARY_COLUMNS,
     VERTEBRA_COLUMNS,
-    add_measure_parser,
     draw_overlay,
     measure_tree,
     overlay_title,
@@ -52,7 +51,6 @@ __all__ = [
     "VertebraGeometry",
     "VertebraInstance",
     "VertebraMeasurement",
-    "add_measure_parser",
     "assign_levels",
     "cobb_angle",
     "cobb_smape",

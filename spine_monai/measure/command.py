@@ -1,18 +1,16 @@
-"""``spine-monai measure``: measure every vertebra mask of an ELL888-layout tree into one CSV, plus overlays.
+"""Measure every vertebra mask of an ELL888-layout tree into one CSV, plus overlays (``spine-monai measure``).
 
 The tree may hold ground-truth or predicted masks, ``<masks>/<class>/ID (<n>)/<VIEW>/Ap_Vertebra.png`` or
 ``Lat_Vertebra.png``. The CSV has one ``row_type="vertebra"`` row per body and one ``row_type="summary"`` row
 per patient and view (see :data:`VERTEBRA_COLUMNS` and :data:`SUMMARY_COLUMNS`). Bad masks do not stop the
 batch: their problems are collected, returned in ``DataFrame.attrs["problems"]`` and written next to the CSV
-as ``<stem>_problems.csv``.
+as ``<stem>_problems.csv``. The command line's parser lives with the others in :mod:`spine_monai.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,6 @@ __all__ = [
     "KEY_COLUMNS",
     "SUMMARY_COLUMNS",
     "VERTEBRA_COLUMNS",
-    "add_measure_parser",
     "draw_overlay",
     "measure_tree",
     "overlay_title",
@@ -356,63 +353,3 @@ def measure_tree(
         problems_csv.unlink(missing_ok=True)
     df.attrs["problems"] = listed
     return df
-
-
-def _cmd_measure(args: argparse.Namespace) -> int:
-    try:
-        df = measure_tree(
-            args.masks,
-            args.view,
-            out_csv=args.out,
-            images_dir=args.images,
-            overlay=not args.no_overlay,
-            anchor=args.anchor,
-            anchor_end=args.anchor_end,
-        )
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    problems = df.attrs["problems"]
-    summaries = df[df["row_type"] == "summary"]
-    print(
-        f"wrote {args.out}: {len(summaries)} patient-views, {int((df['row_type'] == 'vertebra').sum())} vertebrae, "
-        f"{len(problems)} problems"
-    )
-    if problems:
-        print(
-            f"problems ({len(problems)}), also in {args.out.with_name(args.out.stem + '_problems.csv')}:",
-            file=sys.stderr,
-        )
-        for p in problems:
-            print(f"  - {p['path']}: {p['reason']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_measure_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``measure`` subcommand; its handler is ``args.func(args) -> exit code``.
-
-    Args:
-        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns:
-        the ``measure`` parser.
-    """
-    p = subparsers.add_parser(
-        "measure",
-        help="Cobb angle, lordosis, heights, Genant grades and listhesis from vertebra masks",
-        description="Measure <masks>/<class>/ID (<n>)/<VIEW>/{Ap,Lat}_Vertebra.png into one CSV (a row per "
-        "vertebra and a summary row per patient and view) and an overlay PNG per patient-view next to it. "
-        "Exit status 1 when some masks had problems (listed, and written to <out stem>_problems.csv).",
-    )
-    p.add_argument("--masks", required=True, type=Path, help="root of the mask tree (ground truth or predicted)")
-    p.add_argument("--view", type=str.upper, choices=VIEWS, default=None, help="AP or LAT (default: both)")
-    p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--images", type=Path, default=None, help="radiograph tree to draw overlays on (default: masks)")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
-    p.add_argument("--anchor", default="S1", help="level of the lowest body (default S1; L5 if no sacrum)")
-    p.add_argument(
-        "--anchor-end", choices=("bottom", "top"), default="bottom", help="which end --anchor names (default bottom)"
-    )
-    p.set_defaults(func=_cmd_measure)
-    return p

@@ -10,14 +10,13 @@ or ``spine-monai report --eval-dir runs/ap/eval --eval-dir runs/cls/eval --measu
 
 from __future__ import annotations
 
-from spine_monai.report.html import DEFAULT_TITLE, add_report_parser, build_report
+from spine_monai.report.html import DEFAULT_TITLE, build_report
 from spine_monai.report.inputs import KINDS, EvalDir, detect_eval_dir, read_measure_csv
 
 __all__ = [
     "DEFAULT_TITLE",
     "KINDS",
     "EvalDir",
-    "add_report_parser",
     "build_report",
     "detect_eval_dir",
     "read_measure_csv",

@@ -10,12 +10,10 @@ Every piece of text that comes from the inputs goes through :func:`html.escape`.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import math
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from spine_monai.report.plots import (
     thumbnail_data_uri,
 )
 
-__all__ = ["DEFAULT_TITLE", "add_report_parser", "build_report"]
+__all__ = ["DEFAULT_TITLE", "build_report"]
 
 DEFAULT_TITLE = "Spine evaluation report"
 MAX_OVERLAYS_PER_CASE = 4
@@ -844,66 +842,3 @@ def build_report(
         tmp.unlink(missing_ok=True)
         raise
     return out
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    if not args.eval_dir and args.measure is None:
-        print("error: nothing to report: give --eval-dir DIR (repeatable) and/or --measure FILE.csv", file=sys.stderr)
-        return 2
-    try:
-        path = build_report(
-            args.eval_dir,
-            args.out,
-            measure_csv=args.measure,
-            title=args.title,
-            thumb_height=args.thumb_height,
-            view_height=args.view_height,
-        )
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {args.out}: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
-
-
-def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``report`` subcommand; its handler is ``args.func(args) -> exit code`` (0 ok, 2 bad input).
-
-    Args:
-        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns:
-        the ``report`` parser.
-    """
-    p = subparsers.add_parser(
-        "report",
-        help="one self-contained HTML page of evaluation results and measurements",
-        description="Summarise evaluation folders (X-ray or MRI segmentation, classification; recognised by the "
-        "files they hold) and a measurement CSV in one static HTML file with tables, plots and overlay "
-        "thumbnails embedded; it opens in any browser, offline. Exit status 2 for unrecognised or malformed input.",
-    )
-    p.add_argument(
-        "--eval-dir",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="an evaluation folder, <run>/eval (repeatable)",
-    )
-    p.add_argument("--measure", type=Path, default=None, metavar="FILE.csv", help="CSV from `spine-monai measure`")
-    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    p.add_argument("--title", default=DEFAULT_TITLE, help=f"page title (default {DEFAULT_TITLE!r})")
-    p.add_argument(
-        "--thumb-height", type=int, default=256, help="embedded thumbnail height in px (default 256; 0: none)"
-    )
-    p.add_argument(
-        "--view-height",
-        type=int,
-        default=1600,
-        help="height in px of the enlarged view embedded behind each thumbnail (default 1600; 0: none)",
-    )
-    p.set_defaults(func=_cmd_report)
-    return p
