@@ -272,12 +272,13 @@ def _inside(base: Path, path: Path) -> bool:
         return False
 
 
-def _overlays(predictions: Path, case_id: str) -> list[Path]:
-    """``predictions/<case>/**/*_overlay.png``, at most :data:`MAX_OVERLAYS_PER_CASE`, never outside it."""
-    folder = predictions / case_id
-    if not case_id or not _inside(predictions, folder) or not folder.is_dir():
+def _case_images(root: Path, case_id: str, pattern: str) -> list[Path]:
+    """``root/<case>/**/<pattern>`` (overlays, GradCAM maps), at most :data:`MAX_OVERLAYS_PER_CASE`, never outside
+    ``root``."""
+    folder = root / case_id
+    if not case_id or not _inside(root, folder) or not folder.is_dir():
         return []
-    return sorted(folder.rglob("*_overlay.png"))[:MAX_OVERLAYS_PER_CASE]
+    return sorted(folder.rglob(pattern))[:MAX_OVERLAYS_PER_CASE]
 
 
 # ---- segmentation ---------------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
         cells += [_num(extra[c].iloc[i]) for c in extra]
         cells += [_num(dice[n], cls=_dice_class(dice[n])) for n in names]
         if with_overlays:
-            cells.append(b.thumbs(_overlays(predictions, case), f"overlay of {case}"))
+            cells.append(b.thumbs(_case_images(predictions, case, "*_overlay.png"), f"overlay of {case}"))
         rows.append((case, cells))
     s.body.append(f"<h3>Per case ({len(ids)}), worst first</h3>")
     if not predictions.is_dir():
@@ -621,7 +622,7 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
         cells.append(_Cell(*verdicts[correct[i]]))
         if cams is not None:
             patient = str(r["patient"])
-            cells.append(b.thumbs(_cam_maps(cams, patient), f"GradCAM of {patient}"))
+            cells.append(b.thumbs(_case_images(cams, patient, "*_gradcam.png"), f"GradCAM of {patient}"))
         rows.append((str(r["patient"]), cells))
     wrong = sum(c is False for c in correct)
     s.body.append(
@@ -640,14 +641,6 @@ def _cam_dir(eval_dir: Path) -> Path | None:
         if folder.is_dir():
             return folder
     return None
-
-
-def _cam_maps(cams: Path, patient: str) -> list[Path]:
-    """``cam/<patient>/*_gradcam.png``, never outside ``cams``."""
-    folder = cams / patient
-    if not patient or not _inside(cams, folder) or not folder.is_dir():
-        return []
-    return sorted(folder.glob("*_gradcam.png"))[:MAX_OVERLAYS_PER_CASE]
 
 
 # ---- measurements ---------------------------------------------------------------------------------------
