@@ -25,7 +25,7 @@ data pipeline, loss, optimizer and AMP setting) and reports:
 - peak RSS of the process.
 
 Like the bundles' training, it first keeps memory freed by the C allocator for reuse
-(:func:`spine_monai.runtime.keep_freed_memory`); ``--system-allocator`` leaves the allocator as it is, for comparison.
+(:func:`spine_monai.workflow.keep_freed_memory`); ``--system-allocator`` leaves the allocator as it is, for comparison.
 
 ``--variants`` adds rows for the bundles' layout and cache options, each trained with its own overrides:
 ``channels_last`` (weights and training images in NHWC, the default on a CPU), ``channels_first`` (the default on a
@@ -59,10 +59,10 @@ from monai.bundle import ConfigParser
 
 from pipelines.common import BUNDLES, REPO, generated_once
 from spine_monai.data import build_mri_datalist, build_xray_datalist, write_datalist
-from spine_monai.data.synth_mri import write_mri_dataset
-from spine_monai.data.synth_xray import parse_size, write_xray_dataset
-from spine_monai.runtime import keep_freed_memory
+from spine_monai.synthetic.mri import write_mri_dataset
+from spine_monai.synthetic.xray import parse_size, write_xray_dataset
 from spine_monai.transforms import AugmentBatch
+from spine_monai.workflow import keep_freed_memory, read_bundle_config
 
 WARMUP = 3
 SEED = 99
@@ -83,8 +83,7 @@ GPU_VARIANTS = ["default", "channels_last", "cache_on_device", "cache_on_device_
 
 
 def _parser(bundle: str, config: str, overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLES / bundle / "configs" / config))
+    parser = read_bundle_config(str(BUNDLES / bundle / "configs" / config))
     parser.update(overrides)
     return parser
 

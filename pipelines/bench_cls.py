@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pipelines.common import REPO, config_files, generated_once, run_bundle
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.synthetic.xray import write_xray_dataset
 
 BUNDLE = "spine_xray_cls"
 SEG_BUNDLES = {"AP": "spine_xray_ap_seg", "LAT": "spine_xray_lat_seg"}

@@ -14,7 +14,7 @@ channels-last seconds; the median over the pairs, their range and how many pairs
 written to ``layout.json``. Measured seconds apart, both layouts see the same machine: the drift of a shared machine's
 speed over minutes, which separates ``make bench`` rows, stays out of the comparison.
 
-This is the measurement behind :func:`spine_monai.runtime.channels_last_by_default`. The sets are ``make bench``'s
+This is the measurement behind :func:`spine_monai.workflow.channels_last_by_default`. The sets are ``make bench``'s
 (made in ``--out`` on first use); the classifiers train on its X-ray set, the vertebra-level one with the set's
 reference masks.
 """
@@ -28,11 +28,10 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 
 from pipelines.bench import BareLoop, add_set_arguments, machine, one_batch_parser, synthetic_sets
 from pipelines.common import BUNDLES, REPO, config_files
-from spine_monai.runtime import keep_freed_memory
+from spine_monai.workflow import keep_freed_memory, read_bundle_config
 
 LAYOUTS = {"channels_first": False, "channels_last": True}
 WARMUP_STEPS = 2
@@ -66,8 +65,7 @@ def layout_speedup(configs: list[str], overrides: dict, pairs: int, steps: int |
     loops: dict[str, BareLoop] = {}
     batch = None
     for name, channels_last in LAYOUTS.items():
-        parser = ConfigParser()
-        parser.read_config(configs)
+        parser = read_bundle_config(configs)
         parser.update({**overrides, "progress_bar": False, "channels_last": channels_last})
         trainer = one_batch_parser(parser).get_parsed_content("train#trainer")
         if batch is None:

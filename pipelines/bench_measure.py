@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spine_monai.data.synth_xray import write_xray_dataset
 from spine_monai.measure import measure_tree
 from spine_monai.measure.command import CORNER_NAMES
+from spine_monai.synthetic.xray import write_xray_dataset
 
 
 def _dataset(out: Path, cases: int, seed: int, workers: int | None) -> Path:

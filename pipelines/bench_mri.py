@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipelines.common import REPO, config_files, run_bundle
 from spine_monai.data import build_mri_datalist, write_datalist
-from spine_monai.data.synth_mri import write_mri_dataset
+from spine_monai.synthetic.mri import write_mri_dataset
 
 BUNDLE = "spine_mri_seg"
 

@@ -41,13 +41,13 @@ import pandas as pd
 
 from pipelines.bench_measure import match_bodies
 from pipelines.common import REPO, config_files, run_bundle
-from spine_monai.bundle import parse_override
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_mask, write_datalist
 from spine_monai.data.datalist import assign_splits
 from spine_monai.data.landmarks import import_landmarks, read_aasce
 from spine_monai.measure import measure_tree
 from spine_monai.measure.cobb import REGIONAL_COBB, cobb_smape, regional_cobb_angles
 from spine_monai.measure.command import CORNER_NAMES
+from spine_monai.workflow import parse_override
 
 AP_BUNDLE = "spine_xray_ap_seg"
 MRI_BUNDLE = "spine_mri_seg"

@@ -11,7 +11,7 @@ import platform
 import tempfile
 import time
 
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.synthetic.xray import write_xray_dataset
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipelines.common import REPO, config_files, run_bundle
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.data.synth_xray import parse_size, write_xray_dataset
+from spine_monai.synthetic.xray import parse_size, write_xray_dataset
 
 BUNDLES = {"AP": "spine_xray_ap_seg", "LAT": "spine_xray_lat_seg"}
 EPOCHS = {"AP": 30, "LAT": 50}

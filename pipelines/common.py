@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from spine_monai.workflow import run_config_files
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
 
@@ -18,8 +20,9 @@ __all__ = ["REPO", "BUNDLES", "bundle_command", "run_bundle", "config_files", "g
 
 
 def config_files(bundle: str, *names: str) -> list[str]:
-    """Paths of a bundle's config files in this repository: ``config_files("spine_xray_ap_seg", "train.json")``."""
-    return [str(BUNDLES / bundle / "configs" / n) for n in names]
+    """Paths of a bundle's config files in this repository, each overlay after the configs it is merged on:
+    ``config_files("spine_xray_ap_seg", "evaluate.json")`` gives train.json and evaluate.json."""
+    return run_config_files(BUNDLES / bundle / "configs", *names)
 
 
 def _format(value) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from pipelines.common import REPO, config_files, run_bundle
 from spine_monai.cli import main as main_cli
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.synthetic.xray import write_xray_dataset
 
 BUNDLE = "spine_xray_ap_seg"
 

@@ -42,10 +42,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.common import BUNDLES, REPO, bundle_command, config_files
-from spine_monai.bundle import config_ids, parse_override
 from spine_monai.data import build_mri_datalist, build_xray_datalist, read_datalist, write_datalist
 from spine_monai.errors import DataError
-from spine_monai.handlers import latest_checkpoint
+from spine_monai.workflow import (
+    OverrideSyntaxError,
+    UnknownOverrideError,
+    check_bundle_overrides,
+    config_ids,
+    latest_checkpoint,
+    parse_overrides,
+    read_bundle_config,
+)
 
 __all__ = [
     "ALL_BUNDLES",
@@ -234,18 +241,6 @@ def experiment_parser(
     return parser
 
 
-def parse_overrides(items: Sequence[str]) -> dict:
-    """``KEY=VALUE`` strings as a dict (:func:`spine_monai.bundle.parse_override`)."""
-    out = {}
-    for item in items:
-        try:
-            key, value = parse_override(item)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from e
-        out[key] = value
-    return out
-
-
 def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
@@ -284,18 +279,6 @@ def _experiment_folder(name: str, out: Path | None, resume: bool) -> Path:
         folder = base / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{n}"
         n += 1
     return folder
-
-
-@cache
-def _bundle_ids(bundle: str) -> frozenset[str]:
-    """Every config id any config file of the bundle defines, as ``check_overrides`` sees them."""
-    from monai.bundle import ConfigParser
-
-    ids: set[str] = set()
-    for path in sorted((BUNDLES / bundle / "configs").glob("*.json")):
-        if path.name != "metadata.json":
-            ids |= config_ids(ConfigParser.load_config_file(path))
-    return frozenset(ids)
 
 
 @cache
@@ -567,7 +550,10 @@ class Experiment:
         level = "full" if args.full else "small"
         self.scale = replace(SCALES[self.modality.name][level], **dict((full if args.full else small) or {}))
         self.epochs: int = args.epochs or self.scale.epochs
-        user = parse_overrides(args.override)
+        try:
+            user = parse_overrides(args.override)
+        except OverrideSyntaxError as e:
+            raise SystemExit(f"error: {e}") from e
         self._check_overrides(user)
         self.overrides = {"progress_bar": False, "write_predictions": False, **self.scale.overrides, **user}
         if args.datalist and not args.dataset_dir:
@@ -594,10 +580,10 @@ class Experiment:
         return argparse.Namespace(**merged)
 
     def _check_overrides(self, user: Mapping[str, object]) -> None:
-        known = _bundle_ids(self.bundle)
-        unknown = [k for k in user if k not in known]
-        if unknown:
-            raise SystemExit(f"error: no config file of {self.bundle} defines {', '.join(unknown)}")
+        try:
+            check_bundle_overrides(BUNDLES / self.bundle / "configs", user)
+        except UnknownOverrideError as e:
+            raise SystemExit(f"error: {self.bundle}: {e}") from e
         taken = [f"{k} (set by {CONTROLLED[k]})" for k in user if k in CONTROLLED]
         if taken:
             raise SystemExit(f"error: these overrides are the experiment's own: {', '.join(taken)}")
@@ -634,12 +620,12 @@ class Experiment:
             shutil.rmtree(partial, ignore_errors=True)
             print(f"synthetic data: {cases} {'volumes' if self.modality is MRI else 'patients'} -> {data}", flush=True)
             if self.modality is MRI:
-                from spine_monai.data.synth_mri import DEFAULT_SHAPE, write_mri_dataset
+                from spine_monai.synthetic.mri import DEFAULT_SHAPE, write_mri_dataset
 
                 shape = DEFAULT_SHAPE if a.full else MRI_SMALL_SHAPE
                 write_mri_dataset(partial, cases, seed=a.seed, shape=shape)
             else:
-                from spine_monai.data.synth_xray import write_xray_dataset
+                from spine_monai.synthetic.xray import write_xray_dataset
 
                 write_xray_dataset(partial, cases, seed=a.seed)
             partial.rename(data)
@@ -948,11 +934,9 @@ def count_parameters(bundle: str, variant: str | None = None, overrides: Mapping
     Returns:
         the number of parameters.
     """
-    from monai.bundle import ConfigParser
 
     configs = config_files(bundle, "train.json", *([variant] if variant else []))
-    parser = ConfigParser()
-    parser.read_config(configs)
+    parser = read_bundle_config(configs)
     for key, value in defined(configs, overrides or {}).items():
         parser[key] = value
     network = parser.get_parsed_content("network_def")

@@ -2,10 +2,9 @@
 
 import importlib
 
-__version__ = "0.1.13"
+__version__ = "0.1.14"
 
 _SUBMODULES = (
-    "bundle",
     "data",
     "errors",
     "handlers",
@@ -14,8 +13,9 @@ _SUBMODULES = (
     "metrics",
     "networks",
     "report",
-    "runtime",
+    "synthetic",
     "transforms",
+    "workflow",
 )
 
 

@@ -26,7 +26,7 @@ def _print_problems(title: str, problems: Sequence[dict]) -> None:
 
 
 def _cmd_synth_xray(args: argparse.Namespace) -> int:
-    from spine_monai.data.synth_xray import parse_size, write_xray_dataset
+    from spine_monai.synthetic.xray import parse_size, write_xray_dataset
 
     size = parse_size(args.size)
     doc = write_xray_dataset(
@@ -38,7 +38,7 @@ def _cmd_synth_xray(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_mri(args: argparse.Namespace) -> int:
-    from spine_monai.data.synth_mri import write_mri_dataset
+    from spine_monai.synthetic.mri import write_mri_dataset
 
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
     if len(shape) != 3:
@@ -91,18 +91,16 @@ def _label_map(text: str | None) -> dict[str, int]:
     return value
 
 
-def _override(text: str) -> tuple[str, object]:
-    from spine_monai.bundle import parse_override
+def _parse_override(text: str) -> tuple[str, object]:
+    # Imported on use: the override reader brings in MONAI's config parser, which a command without --override skips.
+    from spine_monai.workflow.config import parse_override
 
-    try:
-        return parse_override(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+    return parse_override(text)
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from spine_monai.bundle import UnknownOverrideError
     from spine_monai.package import SCHEMA, package_bundle
+    from spine_monai.workflow import UnknownOverrideError
 
     try:
         path = package_bundle(
@@ -120,12 +118,6 @@ def _cmd_package(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {path}")
     return 0
-
-
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from pipelines.registry import EXPERIMENTS
-
-    return int(EXPERIMENTS[args.name](list(args.args)) or 0)
 
 
 def _split_structures(text: str | None, views: Sequence[str]) -> tuple[str, ...]:
@@ -475,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pk.add_argument(
         "--override",
-        type=_override,
+        type=_parse_override,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -487,17 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the weights were trained on, for DATA_LICENSE.txt",
     )
     pk.set_defaults(func=_cmd_package)
-
-    ex = sub.add_parser(
-        "experiment",
-        help="run a study over a bundle: kfold, noise, train_size, architectures",
-        description="Run python -m pipelines.<name> with the arguments that follow; each study "
-        "drives the bundles through monai.bundle overrides and writes runs/<name>/<timestamp>/. "
-        "See `spine-monai experiment <name> --help`.",
-    )
-    ex.add_argument("name", choices=["kfold", "noise", "train_size", "architectures"])
-    ex.add_argument("args", nargs=argparse.REMAINDER, help="the experiment's own arguments")
-    ex.set_defaults(func=_cmd_experiment)
 
     _add_measure_parser(sub)
     _add_report_parser(sub)

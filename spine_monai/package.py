@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from spine_monai.bundle import bundle_config_files, check_config_ids
-from spine_monai.handlers.checkpoint import check_input_grid, load_checkpoint
+from spine_monai.workflow import OVERLAYS, bundle_config_files, check_config_ids, read_bundle_config, run_config_files
+from spine_monai.workflow.checkpoint import check_input_grid, load_checkpoint
 
 __all__ = ["SCHEMA", "EXPORT_ATOL", "package_bundle", "packaged_configs", "validate_metadata"]
 
@@ -95,28 +95,60 @@ def packaged_configs(
         UnknownOverrideError: for override ids that no config file of the bundle (or ``config_files``) defines.
     """
     bundle_dir = Path(bundle_dir)
+    configs_dir = bundle_dir / "configs"
     config_files = [Path(f) for f in config_files]
     for f in config_files:
         if not f.is_file():
             raise ValueError(f"{f}: config file not found")
     overrides = {k.replace("::", "#"): v for k, v in (overrides or {}).items()}
+    # A variant is merged into the configs that stand alone; an overlay (evaluate.json) takes it from train.json.
     parsers = {
-        name: ConfigParser(ConfigParser.load_config_files([bundle_dir / "configs" / name, *config_files]))
+        name: ConfigParser(ConfigParser.load_config_files([configs_dir / name, *config_files]))
         for name in BAKED_CONFIGS
+        if name not in OVERLAYS
     }
-    files = bundle_config_files(bundle_dir / "configs", config_files)
-    check_config_ids(overrides, files, [parser.get() for parser in parsers.values()], overrides)
+    overlays = {name: ConfigParser.load_config_file(configs_dir / name) for name in BAKED_CONFIGS if name in OVERLAYS}
+    runs = [ConfigParser.load_config_files([*run_config_files(configs_dir, name), *config_files]) for name in overlays]
+    files = bundle_config_files(configs_dir, config_files)
+    check_config_ids(overrides, files, [*(p.get() for p in parsers.values()), *runs], overrides)
     unplaced = []
     for key, value in overrides.items():
         # A top-level key goes where it is defined, a nested id where its parent is (a new argument of a component too).
-        targets = [p for p in parsers.values() if (key.rsplit("#", 1)[0] if "#" in key else key) in p]
-        if not targets:
+        holder = key.rsplit("#", 1)[0] if "#" in key else key
+        placed = False
+        for parser in parsers.values():
+            if holder in parser:
+                parser[key] = value
+                placed = True
+        for overlay in overlays.values():
+            # An overlay keeps its flat ids (validate#records), which MONAI's runner merges into train.json's sections.
+            if _defines(overlay, holder):
+                overlay[key] = value
+                placed = True
+        if not placed:
             unplaced.append(key)
-        for parser in targets:
-            parser[key] = value
     if unplaced:
         raise ValueError(f"override(s) {', '.join(unplaced)} set nothing in {', '.join(BAKED_CONFIGS)}")
-    return {name: parser.get() for name, parser in parsers.items()}
+    return {name: parsers[name].get() if name in parsers else overlays[name] for name in BAKED_CONFIGS}
+
+
+def _defines(overlay: dict, id_: str) -> bool:
+    """Whether an overlay, whose keys are ids (``validate#records``), defines ``id_`` or something under it."""
+    for key, value in overlay.items():
+        if id_ == key or key.startswith(id_ + "#"):
+            return True
+        if id_.startswith(key + "#"):
+            node = value
+            for part in id_[len(key) + 1 :].split("#"):
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    break
+            else:
+                return True
+    return False
 
 
 def _example_input(meta: dict) -> torch.Tensor:
@@ -286,7 +318,7 @@ def package_bundle(
     Raises:
         ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, weights that do not
             fit the network, weights trained on another input grid or by another bundle, structure set or channel
-            set than the packaged configs' (see :py:func:`spine_monai.handlers.check_input_grid`), a network whose
+            set than the packaged configs' (see :py:func:`spine_monai.workflow.check_input_grid`), a network whose
             input or outputs differ from the metadata, or exports that do not match the eager model.
         UnknownOverrideError: for an override no config of the bundle defines.
     """
@@ -302,6 +334,7 @@ def package_bundle(
     if not ckpt.is_file():
         raise ValueError(f"{ckpt}: no trained weights to package; train first or pass --ckpt")
     configs = packaged_configs(bundle_dir, config_files, overrides)
+    configs_meta = bundle_dir / "configs" / "metadata.json"
     baked = bool(config_files or overrides)
     out = Path(out)
     zip_path = out / f"{name}_v{meta['version']}.zip" if out.is_dir() or not out.suffix else out
@@ -312,9 +345,9 @@ def package_bundle(
         for config_name, config in configs.items():
             (staged / config_name).write_text(json.dumps(config, indent=4) + "\n")
         weights, key = _weights(ckpt)
-        inference = ConfigParser()
-        inference.read_config(str(staged / "inference.json"))
-        inference.update({"bundle_root": str(bundle_dir)})
+        inference = read_bundle_config(
+            staged / "inference.json", {"bundle_root": str(bundle_dir)}, meta_file=configs_meta
+        )
         grid = inference.get_parsed_content("input_grid") if "input_grid" in inference else None
         identity = inference.get_parsed_content("model_identity") if "model_identity" in inference else None
         check_input_grid(ckpt, grid, hint=PACKAGE_GRID_HINT, identity=identity)

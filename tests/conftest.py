@@ -12,7 +12,7 @@ import torch
 from monai.data import set_track_meta
 
 from spine_monai.data import build_xray_datalist, write_datalist
-from spine_monai.data.synth_xray import write_xray_dataset
+from spine_monai.synthetic.xray import write_xray_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -193,3 +193,26 @@ def aasce_row(corners, size: tuple[int, int]) -> list[float]:
     values, then all y values."""
     pts = corners[:, [0, 1, 3, 2]].reshape(-1, 2)
     return [*(pts[:, 0] / size[0]), *(pts[:, 1] / size[1])]
+
+
+def run_cli(**args) -> None:
+    """``python -m monai.bundle run --<key> <value> ...`` in this process, the command line given as a user types it.
+
+    The overrides reach the bundle through ``sys.argv``, as from a shell, so that the bundle's override check sees
+    them; values are written as Fire reads them back (lists and numbers as Python literals).
+    """
+    import json
+    import runpy
+    import sys
+
+    import monai.bundle
+
+    argv = [str(Path(monai.bundle.__file__).with_name("__main__.py")), "run"]
+    for key, value in args.items():
+        argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_module("monai.bundle", run_name="__main__")
+    finally:
+        sys.argv = saved

@@ -237,7 +237,7 @@ def test_training_workers_drop_metadata_and_keep_seeding():
     from monai.data import CacheDataset, DataLoader, MetaTensor, get_track_meta
     from monai.transforms import RandGaussianNoised
 
-    from spine_monai.data import untracked_worker_init
+    from spine_monai.workflow import untracked_worker_init
 
     data = [{"image": MetaTensor(torch.zeros(1, 8, 8))} for _ in range(4)]
 
@@ -255,17 +255,15 @@ def test_training_workers_drop_metadata_and_keep_seeding():
 
 
 def test_light_training_loaders_use_workers_only_beside_a_gpu():
-    from monai.bundle import ConfigParser
 
-    from spine_monai.data import light_loader_workers
+    from spine_monai.workflow import light_loader_workers, read_bundle_config
 
     assert light_loader_workers(4, "cpu") == 0
     assert light_loader_workers(4, torch.device("cuda:0")) == 4
     with pytest.raises(ValueError, match="num_workers"):
         light_loader_workers(-1, "cuda")
     for bundle in ("spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg"):
-        parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+        parser = read_bundle_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
         parser.update({"num_workers": 3, "device": "$torch.device('cpu')"})
         assert parser.get_parsed_content("train#dataloader#num_workers") == 0
         assert parser.get_parsed_content("train#dataloader#persistent_workers") is False

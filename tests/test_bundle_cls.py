@@ -26,7 +26,6 @@ from spine_monai.data.classification import (
     weighted_sampler,
 )
 from spine_monai.errors import DataError
-from spine_monai.handlers import INPUT_GRID_KEY
 from spine_monai.metrics.classification import (
     accuracy,
     classification_report,
@@ -37,6 +36,7 @@ from spine_monai.metrics.classification import (
 from spine_monai.networks import DualViewClassifier, build_encoder
 from spine_monai.package import package_bundle
 from spine_monai.transforms import view_augmentations
+from spine_monai.workflow import INPUT_GRID_KEY, read_bundle_config, run_config_files
 
 BUNDLE = REPO / "bundles" / "spine_xray_cls"
 # Small films and the lightest backbone keep the bundle runs to seconds on two CPU cores.
@@ -44,13 +44,13 @@ FAST = {"num_workers": 0, "progress_bar": False, "spatial_size": [192, 128], "ba
 FILM_SIZE = (384, 576)  # (W, H) of the synthetic films
 
 
-def _cfg(name: str) -> str:
-    return str(BUNDLE / "configs" / name)
+def _cfg(name: str) -> str | list[str]:
+    files = run_config_files(BUNDLE / "configs", name)
+    return files[0] if len(files) == 1 else files
 
 
 def _parser(name: str, **overrides) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(_cfg(name))
+    parser = read_bundle_config(_cfg(name))
     parser.read_meta(_cfg("metadata.json"))
     parser.update(overrides)
     return parser

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain
-from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
+from monai.bundle import run, verify_metadata, verify_net_in_out
 from monai.transforms import Compose
 from PIL import Image
 
 from spine_monai.data import build_mri_datalist, read_volume, write_datalist
-from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.errors import DataError
+from spine_monai.synthetic.mri import write_mri_dataset
 from spine_monai.transforms import LoadVolume, SaveLabelVolume
+from spine_monai.workflow import read_bundle_config, run_config_files
 
 BUNDLE = REPO / "bundles" / "spine_mri_seg"
 # Coarser in-plane spacing and smaller patches keep the CPU test quick; the pipeline is the real one.
@@ -27,7 +28,7 @@ FAST_EVAL = {"num_workers": 0, "in_plane_spacing": [3.0, 3.0], "patch_size": [96
 
 
 def _cfg(*names):
-    files = [str(BUNDLE / "configs" / n) for n in names]
+    files = run_config_files(BUNDLE / "configs", *names)
     return files[0] if len(files) == 1 else files
 
 
@@ -101,8 +102,7 @@ def test_inference_keeps_the_input_grid_for_nifti_and_dicom(mri, tmp_path):
 def test_inference_in_channels_last_gives_the_same_labels(mri, tmp_path):
     """Channels-last weights (the CPU default of evaluate.json and inference.json) predict what channels first does."""
     root, _, out = mri
-    parser = ConfigParser()
-    parser.read_config(_cfg("inference.json"))
+    parser = read_bundle_config(_cfg("inference.json"))
     assert parser.get_parsed_content("memory_format") is torch.channels_last
     convs = [m.weight for m in parser.get_parsed_content("network").modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
@@ -139,8 +139,7 @@ def test_slicing_axis_comes_from_the_affine(mri, tmp_path):
         nib.save(img.as_reoriented(xform), other / f"{name}.nii.gz")
     assert nib.aff2axcodes(nib.load(other / "T1w.nii.gz").affine) == ("L", "S", "A")
     assert nib.aff2axcodes(nib.load(case / "T1w.nii.gz").affine) != ("L", "S", "A")
-    parser = ConfigParser()
-    parser.read_config(_cfg("train.json"))
+    parser = read_bundle_config(_cfg("train.json"))
     parser.update({"in_plane_spacing": [3.0, 3.0]})
     transform = Compose(parser.get_parsed_content("preprocessing"))
     a = transform({c: str(case / f"{c}.nii.gz") for c in ("T1w", "T2w", "label")})
@@ -222,8 +221,7 @@ def test_inference_reports_bad_volumes_and_processes_the_rest(mri, tmp_path):
 
 def test_random_training_transforms_leave_the_cache_alone(mri):
     root, datalist, _ = mri
-    parser = ConfigParser()
-    parser.read_config(_cfg("train.json"))
+    parser = read_bundle_config(_cfg("train.json"))
     parser.update({"dataset_dir": str(root), "datalist": str(datalist), "slices_per_volume": 2, **FAST})
     assert_training_cache_untouched(parser)
 
@@ -232,8 +230,7 @@ def test_training_slices_come_from_cached_indices(mri):
     """The foreground and background voxels are looked up once, into the cache (int32, on the padded grid); every
     drawn slice holds foreground when empty slices get no weight."""
     root, datalist, _ = mri
-    parser = ConfigParser()
-    parser.read_config(_cfg("train.json"))
+    parser = read_bundle_config(_cfg("train.json"))
     parser.update({"dataset_dir": str(root), "datalist": str(datalist), "slices_per_volume": 3, **FAST})
     dataset = parser.get_parsed_content("train#dataset")
     for item in dataset._cache:
@@ -276,8 +273,7 @@ def test_label_outside_the_map_stops_training(mri, tmp_path):
 
 def test_other_label_sets_and_one_channel(mri, tmp_path):
     """A user with {background, disc, vertebra} and only T2w overrides the map and channels; outputs follow."""
-    parser = ConfigParser()
-    parser.read_config(_cfg("train.json"))
+    parser = read_bundle_config(_cfg("train.json"))
     parser.update({"label_map": {"background": 0, "disc": 1, "vertebra": 2}, "channels": ["T2w"]})
     net = parser.get_parsed_content("network_def")
     assert net(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64)

@@ -14,24 +14,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain
-from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
+from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain, run_cli
+from monai.bundle import ckpt_export, run, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from spine_monai.bundle import UnknownOverrideError, parse_override
 from spine_monai.cli import main
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.data.layout import STRUCTURES
 from spine_monai.errors import DataError, find_data_error
-from spine_monai.handlers import INPUT_GRID_KEY, check_input_grid
 from spine_monai.package import SCHEMA, package_bundle
+from spine_monai.workflow import (
+    INPUT_GRID_KEY,
+    UnknownOverrideError,
+    check_input_grid,
+    parse_override,
+    read_bundle_config,
+    run_config_files,
+)
 
 BUNDLES = {"AP": REPO / "bundles" / "spine_xray_ap_seg", "LAT": REPO / "bundles" / "spine_xray_lat_seg"}
 FAST = {"num_workers": 0, "progress_bar": False, "batch_size": 2}
 
 
 def _cfg(view, *names):
-    files = [str(BUNDLES[view] / "configs" / n) for n in names]
+    files = run_config_files(BUNDLES[view] / "configs", *names)
     return files[0] if len(files) == 1 else files
 
 
@@ -187,8 +193,7 @@ def test_structure_subset_override(xray_root, tmp_path):
         **{"train#trainer#max_epochs": 1},
         **FAST,
     )
-    parser = ConfigParser()
-    parser.read_config(_cfg("AP", "train.json"))
+    parser = read_bundle_config(_cfg("AP", "train.json"))
     parser.update({"structures": ["Ap_Vertebra"]})
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
@@ -199,8 +204,7 @@ def test_structure_subset_override(xray_root, tmp_path):
 
 def test_variants_merge_and_train(xray_root, datalist, tmp_path):
     for variant, cls in (("attention_unet.json", "AttentionUnet"), ("dynunet_deep_supervision.json", "DynUNet")):
-        parser = ConfigParser()
-        parser.read_config([_cfg("LAT", "train.json"), _cfg("LAT", variant)])
+        parser = read_bundle_config([_cfg("LAT", "train.json"), _cfg("LAT", variant)])
         net = parser.get_parsed_content("network_def")
         assert type(net).__name__ == cls
         net.eval()
@@ -242,8 +246,9 @@ def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_ro
 
 
 def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist, tmp_path):
+    # The overrides of a command line are checked before any data is read.
     with raises_in_chain(UnknownOverrideError, match=r"max_epoch \(did you mean"):
-        run(
+        run_cli(
             config_file=_cfg("AP", "train.json"),
             dataset_dir=str(xray_root),
             datalist=str(datalist),
@@ -251,7 +256,7 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
             max_epoch=3,
         )
     with raises_in_chain(UnknownOverrideError, match="train#max_epochs"):
-        run(
+        run_cli(
             config_file=_cfg("AP", "train.json"),
             dataset_dir=str(xray_root),
             datalist=str(datalist),
@@ -265,10 +270,10 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
         ("network_def#channel", [8, 16], r"UNet takes no argument 'channel'.*network_def#channels"),
     ]:
         with raises_in_chain(UnknownOverrideError, match=message):
-            run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), **{key: value})
+            run_cli(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), **{key: value})
     # A typo of a top-level key suggests that key first, not its nested namesakes.
     with raises_in_chain(UnknownOverrideError, match=r"batchsize \(did you mean batch_size or"):
-        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), batchsize=4)
+        run_cli(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), batchsize=4)
     # A component's real argument still passes.
     with raises_in_chain(DataError, match="datalist not found"):
         run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), **{"network_def#dropout": 0.1})
@@ -280,8 +285,7 @@ def test_unknown_override_and_missing_datalist_fail_clearly(xray_root, datalist,
 
 @pytest.mark.parametrize("view", list(BUNDLES))
 def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datalist):
-    parser = ConfigParser()
-    parser.read_config(_cfg(view, "train.json"))
+    parser = read_bundle_config(_cfg(view, "train.json"))
     parser.update({"dataset_dir": str(xray_root), "datalist": str(datalist), **FAST})
     assert_training_cache_untouched(parser)
     # MONAI's spatial random transforms record themselves on a MetaTensor input; the random part runs untracked
@@ -293,20 +297,19 @@ def test_random_training_transforms_leave_the_cache_alone(view, xray_root, datal
         assert_training_cache_untouched(parser)
 
 
-def test_the_two_xray_bundles_differ_only_in_their_view():
-    """One family, two views: the LAT configs are the AP configs with the view's keys changed."""
-    view_keys = {"view", "structures", "line_structures", "separate_structures", "model_identity", "output_dir"}
-    names = sorted(p.name for p in (BUNDLES["AP"] / "configs").iterdir())
-    assert names == sorted(p.name for p in (BUNDLES["LAT"] / "configs").iterdir())
-    for name in [n for n in names if n != "metadata.json"]:
-        ap = (BUNDLES["AP"] / "configs" / name).read_text()
-        lat = (BUNDLES["LAT"] / "configs" / name).read_text()
-        if name.endswith(".json"):
-            ap_cfg, lat_cfg = json.loads(ap), json.loads(lat)
-            diff = {k for k in ap_cfg.keys() | lat_cfg.keys() if ap_cfg.get(k) != lat_cfg.get(k)}
-            assert diff <= view_keys, (name, diff)
-        else:
-            assert ap == lat
+def test_the_two_xray_bundles_share_one_body():
+    """One family, two views: every config but the metadata is the family's file; the metadata names the view."""
+    common = REPO / "bundles" / "xray_seg_common" / "configs"
+    for view, bundle in BUNDLES.items():
+        configs = bundle / "configs"
+        names = sorted(p.name for p in configs.iterdir() if p.name != "metadata.json")
+        assert names == sorted(p.name for p in common.iterdir())
+        assert all((configs / n).resolve() == (common / n).resolve() for n in names)
+        parser = read_bundle_config(configs / "train.json")
+        assert parser.get_parsed_content("view") == view
+        assert parser.get_parsed_content("structures") == list(STRUCTURES[view])
+        assert parser.get_parsed_content("model_identity")["bundle"] == bundle.name
+        assert parser.get_parsed_content("output_dir") == os.path.join("runs", bundle.name)
 
 
 @pytest.mark.parametrize("view", ["AP", "LAT"])
@@ -344,8 +347,7 @@ def test_torchscript_export_matches_eager(trained, tmp_path):
         key_in_ckpt="",
     )
     scripted = torch.jit.load(str(ts))
-    parser = ConfigParser()
-    parser.read_config(_cfg("LAT", "inference.json"))
+    parser = read_bundle_config(_cfg("LAT", "inference.json"))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(trained["LAT"] / "models" / "model.pt", weights_only=True))
     net.eval()
@@ -423,7 +425,7 @@ def test_package_refuses_bad_metadata(trained, tmp_path):
 
 def test_an_override_only_another_config_uses_is_reported_as_ignored(tmp_path, capsys):
     with raises_in_chain(DataError, match="datalist not"):
-        run(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), tolerance_px=3)
+        run_cli(config_file=_cfg("AP", "train.json"), dataset_dir=str(tmp_path / "none"), tolerance_px=3)
     captured = capsys.readouterr()
     message = "tolerance_px: defined by another config of this bundle, not by train.json; ignored"
     assert message in captured.out + captured.err
@@ -497,8 +499,7 @@ def test_package_exports_onnx_that_matches_eager(trained, tmp_path):
     assert packaged["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert set(packaged["export_max_abs_diff"]) == {"torchscript", "onnx"}
     verify_metadata(meta_file=str(bundle / "configs/metadata.json"), filepath=str(SCHEMA))
-    parser = ConfigParser()
-    parser.read_config(_cfg("AP", "inference.json"))
+    parser = read_bundle_config(_cfg("AP", "inference.json"))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(ckpt, weights_only=True))
     net.eval()
@@ -509,8 +510,7 @@ def test_package_exports_onnx_that_matches_eager(trained, tmp_path):
 
 
 def _random_weights(path, *config_files, **overrides):
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in config_files])
+    parser = read_bundle_config([str(f) for f in config_files])
     parser.update(overrides)
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
     return path
@@ -532,10 +532,12 @@ def test_package_bakes_the_variant_and_overrides_a_model_was_trained_with(xray_r
     bundle = tmp_path / "x" / "spine_xray_ap_seg"
     inference = json.loads((bundle / "configs/inference.json").read_text())
     train = json.loads((bundle / "configs/train.json").read_text())
-    evaluate = json.loads((bundle / "configs/evaluate.json").read_text())
+    # evaluate.json, an overlay, evaluates train.json's network as the runner merges them.
+    evaluate = read_bundle_config(run_config_files(bundle / "configs", "evaluate.json")).get()
     assert {c["network_def"]["_target_"] for c in (inference, train, evaluate)} == {"AttentionUnet"}
     assert inference["num_workers"] == train["num_workers"] == evaluate["num_workers"] == 0
-    assert train["train"]["trainer"]["max_epochs"] == 7 and "train" not in evaluate
+    assert train["train"]["trainer"]["max_epochs"] == 7
+    assert "train#trainer#max_epochs" not in json.loads((bundle / "configs/evaluate.json").read_text())
     meta = json.loads((bundle / "configs/metadata.json").read_text())
     assert meta["packaged"]["config_files"] == ["attention_unet.json"] and meta["packaged"]["overrides"] == overrides
 

@@ -14,20 +14,20 @@ import pytest
 import torch
 from conftest import REPO
 from ignite.engine import Events
-from monai.bundle import ConfigParser
 from monai.transforms import Compose, ToDeviced
 from monai.utils import set_determinism
 
-from spine_monai.data import (
-    build_mri_datalist,
+from spine_monai.data import build_mri_datalist, write_datalist
+from spine_monai.synthetic.mri import write_mri_dataset
+from spine_monai.transforms import AugmentBatch, RandSpatialBatchd
+from spine_monai.workflow import (
+    channels_last_by_default,
     device_cache,
     light_loader_workers,
     loader_workers,
-    write_datalist,
+    memory_format,
+    read_bundle_config,
 )
-from spine_monai.data.synth_mri import write_mri_dataset
-from spine_monai.runtime import channels_last_by_default, memory_format
-from spine_monai.transforms import AugmentBatch, RandSpatialBatchd
 
 SEG_BUNDLES = ("spine_xray_ap_seg", "spine_xray_lat_seg", "spine_mri_seg")
 ITERATIONS = 3
@@ -54,15 +54,13 @@ def test_channels_last_is_the_default_on_a_cpu_only():
     assert not channels_last_by_default("cuda:0") and not channels_last_by_default(torch.device("cuda", 1))
     for bundle in SEG_BUNDLES:
         for device, layout in (("cpu", torch.channels_last), ("cuda:0", torch.preserve_format)):
-            parser = ConfigParser()
-            parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+            parser = read_bundle_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
             parser.update({"device": f"$torch.device('{device}')"})
             assert parser.get_parsed_content("memory_format") is layout, (bundle, device)
             assert parser.get_parsed_content("train#trainer#to_kwargs") == {"memory_format": layout}, (bundle, device)
             parser["channels_last"] = "false"
             assert parser.get_parsed_content("memory_format", lazy=False) is torch.preserve_format, (bundle, device)
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "spine_xray_cls" / "configs" / "train.json"))
+    parser = read_bundle_config(str(REPO / "bundles" / "spine_xray_cls" / "configs" / "train.json"))
     assert parser.get_parsed_content("memory_format") is torch.channels_last
     parser.update({"device": "$torch.device('cuda:0')"})
     assert parser.get_parsed_content("memory_format", lazy=False) is torch.preserve_format
@@ -94,14 +92,13 @@ def test_device_cache_and_its_loaders():
     with pytest.raises(ValueError, match="num_workers"):
         loader_workers(-1)
     for bundle in SEG_BUNDLES:
-        parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+        parser = read_bundle_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
         parser.update({"num_workers": 3, "device": "$torch.device('cuda:0')", "cache_on_device": "true"})
         # Forked workers cannot read a cache held in CUDA memory.
         assert parser.get_parsed_content("train#dataloader#num_workers") == 0, bundle
         assert parser.get_parsed_content("validate#dataloader#num_workers") == 0, bundle
         assert parser.get_parsed_content("train#dataloader#persistent_workers") is False, bundle
-        moves = [t for t in parser.get_parsed_content("device_cache") if isinstance(t, ToDeviced)]
+        moves = [t for t in parser.get_parsed_content("train#transforms").transforms if isinstance(t, ToDeviced)]
         assert [torch.device(m.converter.device) for m in moves] == [torch.device("cuda:0")], bundle
 
 
@@ -126,8 +123,7 @@ def datasets(xray_root, datalist, tmp_path_factory):
 
 def _train(bundle: str, overrides: dict, out, device: str = "cpu") -> tuple[list[float], object, list[torch.Tensor]]:
     """``ITERATIONS`` steps of the bundle's trainer on ``device``; the losses, the trainer and the network's inputs."""
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+    parser = read_bundle_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
     parser.update(
         {
             "progress_bar": False,

@@ -13,7 +13,6 @@ from scipy import ndimage as ndi
 
 from spine_monai.cli import build_parser
 from spine_monai.data.io import write_mask
-from spine_monai.data.synth_xray import generate_case, write_xray_dataset
 from spine_monai.errors import DataError
 from spine_monai.measure import (
     assign_levels,
@@ -23,6 +22,7 @@ from spine_monai.measure import (
     overlay_title,
     separate_instances,
 )
+from spine_monai.synthetic.xray import generate_case, write_xray_dataset
 
 
 def _spine_mask(

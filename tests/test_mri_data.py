@@ -21,8 +21,8 @@ from spine_monai.data.mri import (
     sagittal_axis,
     scan_mri_tree,
 )
-from spine_monai.data.synth_mri import sagittal_affine, write_dicom_series, write_mri_dataset
 from spine_monai.errors import DataError
+from spine_monai.synthetic.mri import sagittal_affine, write_dicom_series, write_mri_dataset
 
 TINY = (6, 48, 48)
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from conftest import REPO, small_run_args
 
-from spine_monai.handlers import INPUT_GRID_KEY, end_process_group
+from spine_monai.workflow import INPUT_GRID_KEY, end_process_group, run_config_files
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
 
@@ -103,7 +103,7 @@ def test_two_process_evaluation_matches_one_process(gloo_training, xray_root, tm
             "monai.bundle",
             "run",
             "--config_file",
-            str(AP / "evaluate.json"),
+            repr(run_config_files(AP, "evaluate.json")),
             *common,
             "--output_dir",
             str(single),
@@ -114,7 +114,7 @@ def test_two_process_evaluation_matches_one_process(gloo_training, xray_root, tm
         timeout=600,
     )
     double = tmp_path / "double"
-    configs = repr([str(AP / "evaluate.json"), str(AP / "multi_gpu_evaluate.json")])
+    configs = repr(run_config_files(AP, "multi_gpu_evaluate.json"))
     _torchrun(
         ["monai.bundle", "run", "--config_file", configs, *common, "--output_dir", str(double)], tmp_path / "logs"
     )
@@ -140,5 +140,5 @@ def test_every_multi_process_config_ends_with_the_barrier(bundle):
     # Only the AP training runs under torchrun above; the others must end the same way.
     for name in ("multi_gpu_train.json", "multi_gpu_evaluate.json"):
         finalize = json.loads((REPO / "bundles" / bundle / "configs" / name).read_text())["finalize"]
-        assert finalize[-1] == "$spine_monai.handlers.end_process_group()", (bundle, name)
+        assert finalize[-1] == "$spine_monai.workflow.end_process_group()", (bundle, name)
         assert not any("destroy_process_group" in step for step in finalize), (bundle, name)

@@ -12,6 +12,7 @@ from conftest import REPO
 from monai.bundle import ConfigParser, verify_metadata
 
 from spine_monai.package import SCHEMA, package_bundle, packaged_configs
+from spine_monai.workflow import read_bundle_config
 
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -31,8 +32,7 @@ def test_docs_install_the_spine_monai_the_bundle_requires(bundle):
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_package_of_each_bundle(bundle, tmp_path):
     bundle_dir = REPO / "bundles" / bundle
-    parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser = read_bundle_config(str(bundle_dir / "configs" / "inference.json"))
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()
     # A training checkpoint's layout: MONAI's CheckpointSaver keeps the weights under "model".
@@ -72,14 +72,21 @@ def test_packaged_configs_put_each_override_where_it_belongs(tmp_path):
     }
     configs = packaged_configs(bundle_dir, [bundle_dir / "configs" / "attention_unet.json"], overrides)
     assert set(configs) == {"train.json", "evaluate.json", "inference.json"}
-    for name, config in configs.items():
+    train, evaluate, inference = configs["train.json"], configs["evaluate.json"], configs["inference.json"]
+    for name, config in (("train.json", train), ("inference.json", inference)):
         assert config["network_def"]["_target_"] == "AttentionUnet", name
         assert config["network_def"]["dropout"] == 0.1 and config["num_workers"] == 0, name
     # Where a key is not defined it is not added: keep_freed_memory and the trainer are train.json's alone.
-    train = configs["train.json"]
     assert train["keep_freed_memory"] is False and train["train"]["trainer"]["max_epochs"] == 7
-    for name in ("evaluate.json", "inference.json"):
-        assert "keep_freed_memory" not in configs[name] and "train" not in configs[name], name
+    assert "keep_freed_memory" not in inference and "train" not in inference
+    # evaluate.json is an overlay: merged on train.json, as monai.bundle run merges them, it evaluates that network.
+    assert not {"network_def", "num_workers", "keep_freed_memory", "train"} & set(evaluate)
+    merged = ConfigParser({})
+    for config in (train, evaluate):
+        for key, value in config.items():
+            merged[key] = value
+    assert merged["network_def"]["_target_"] == "AttentionUnet" and merged["network_def"]["dropout"] == 0.1
+    assert merged["num_workers"] == 0 and merged["validate"]["records"] == evaluate["validate#records"]
     with pytest.raises(ValueError, match="override.s. dist_backend set nothing in train.json"):
         packaged_configs(bundle_dir, overrides={"dist_backend": "gloo"})  # multi_gpu_train.json's alone
     with pytest.raises(ValueError, match=r"nowhere\.json: config file not found"):

@@ -15,10 +15,11 @@ import pytest
 from conftest import REPO
 
 from pipelines import architectures, experiment, kfold, noise, train_size
-from pipelines.registry import EXPERIMENTS
+from pipelines.__main__ import main as pipelines_main
+from pipelines.registry import EXPERIMENTS, PIPELINES
 from spine_monai.cli import build_parser
 from spine_monai.data import build_mri_datalist, read_datalist, write_datalist
-from spine_monai.data.synth_mri import write_mri_dataset
+from spine_monai.synthetic.mri import write_mri_dataset
 
 MICRO = ["--epochs", "1", "-o", "spatial_size=[192,128]", "-o", "batch_size=2", "-o", "num_workers=0"]
 MICRO += ["-o", "val_interval=1"]
@@ -218,16 +219,19 @@ def test_mri_kfold(tmp_path, launches):
     assert list(per_fold.columns) == ["fold", "class", "cases", "Dice", "IoU", "FP", "FN"]
     summary = pd.read_csv(out / "summary.csv")
     assert summary["class"].iloc[-1] == "mean (no background)" and len(summary) == 13
-    # The small MRI setting's overrides went to the commands that define them.
+    # The small MRI setting's overrides went to the commands whose configs define them: evaluation merges
+    # train.json (so it takes the training keys too), training does not merge evaluate.json.
     train = next(o for name, o in launches if name == "train.log")
+    evaluation = next(o for name, o in launches if name != "train.log")
     assert train["in_plane_spacing"] == [3.0, 3.0] and train["slices_per_volume"] == 2
-    assert "slices_per_volume" not in next(o for name, o in launches if name != "train.log")
+    assert "write_predictions" not in train and evaluation["write_predictions"] is False
+    assert evaluation["in_plane_spacing"] == [3.0, 3.0]
 
 
 def test_folder_and_override_errors(data, tmp_path):
     with pytest.raises(SystemExit, match="no experiment.json to resume"):
         kfold.main(["--out", str(tmp_path / "none"), "--resume"])
-    with pytest.raises(SystemExit, match="no config file of spine_xray_ap_seg defines max_epoch"):
+    with pytest.raises(SystemExit, match=r"spine_xray_ap_seg: unknown config key.*\n  - max_epoch \(did you mean"):
         kfold.main([*data, "-o", "max_epoch=3", "--out", str(tmp_path / "a")])
     with pytest.raises(SystemExit, match=r"fold \(set by"):
         noise.main([*data, "-o", "fold=1", "--out", str(tmp_path / "b")])
@@ -277,14 +281,16 @@ def test_training_log_throughput(tmp_path):
     assert experiment.parse_training_log(log) == experiment.TrainingStats(epochs=2, seconds=15.5)
 
 
-def test_registry_and_markdown():
-    assert set(EXPERIMENTS) == {"kfold", "noise", "train_size", "architectures"}
-    # the CLI spells the names out so that its --help imports no experiment; it must list the same ones
-    experiment_parser = next(
-        a for a in build_parser()._subparsers._group_actions[0].choices["experiment"]._actions if a.dest == "name"
-    )
-    assert set(experiment_parser.choices) == set(EXPERIMENTS)
-    assert EXPERIMENTS["kfold"] is kfold.main
+def test_registry_and_markdown(capsys):
+    # The studies run from a checkout (python -m pipelines), not from the installed spine-monai.
+    assert "experiment" not in build_parser()._subparsers._group_actions[0].choices
+    assert set(EXPERIMENTS) <= set(PIPELINES)
+    for name in PIPELINES:
+        assert (REPO / "pipelines" / f"{name}.py").is_file(), name
+    assert pipelines_main(["--help"]) == 0 and "kfold" in capsys.readouterr().out
+    assert pipelines_main(["nope"]) == 2 and "no pipeline 'nope'" in capsys.readouterr().err
+    assert pipelines_main(["config_counts"]) == 0
+    assert "spine_xray_ap_seg/train.json" in capsys.readouterr().out
     table = experiment.markdown_table(pd.DataFrame({"structure": ["a"], "Dice": [0.81234], "n": [3]}))
     assert table.splitlines() == ["| structure | Dice | n |", "| --- | ---: | ---: |", "| a | 0.812 | 3 |"]
     assert (REPO / "pipelines" / "README.md").is_file()

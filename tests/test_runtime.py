@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from spine_monai.runtime import MALLOC_ENV
+from spine_monai.workflow import MALLOC_ENV
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt settings are glibc's"
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 _PROBE = """
 import ctypes, json, sys
 import torch
-from spine_monai.runtime import keep_freed_memory
+from spine_monai.workflow import keep_freed_memory
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -81,4 +81,6 @@ def test_every_training_config_applies_it(bundle):
     assert train["keep_freed_memory"] is True
     for name in ("train.json", "multi_gpu_train.json"):
         initialize = json.loads((configs / name).read_text())["initialize"]
-        assert "$spine_monai.runtime.keep_freed_memory(@keep_freed_memory)" in initialize, name
+        (setup,) = initialize  # one call sets the process up, keep_freed_memory among the rest
+        assert setup.startswith("$spine_monai.workflow.setup("), name
+        assert "keep_freed_memory=@keep_freed_memory" in setup, name

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
-from monai.bundle import ConfigParser
 
-from spine_monai.data.synth_mri import write_mri_dataset
 from spine_monai.package import package_bundle
+from spine_monai.synthetic.mri import write_mri_dataset
+from spine_monai.workflow import read_bundle_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -62,6 +62,9 @@ def fresh_python(tmp_path_factory):
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(source), "-w", str(base)]
     _check(pip_wheel, "building the spine-monai wheel", timeout=300)
     wheel = next(base.glob("spine_monai-*.whl"))
+    # The studies of a checkout stay out of the wheel: the installed package must not need them.
+    with zipfile.ZipFile(wheel) as zf:
+        assert not [n for n in zf.namelist() if n.startswith("pipelines/")], "pipelines/ is in the wheel"
     venv = base / "venv"
     _check([sys.executable, "-m", "venv", str(venv)], "creating the virtual environment", timeout=300)
     python = venv / "bin" / "python"
@@ -74,8 +77,7 @@ def fresh_python(tmp_path_factory):
 def _unzipped(bundle: str, tmp_path: Path) -> Path:
     """The bundle packaged with random weights by ``spine-monai package``, unzipped outside the repository."""
     bundle_dir = REPO / "bundles" / bundle
-    parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser = read_bundle_config(str(bundle_dir / "configs" / "inference.json"))
     torch.manual_seed(0)
     torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, tmp_path / "ckpt.pt")
     zip_path = package_bundle(bundle_dir, tmp_path / "dist", ckpt=tmp_path / "ckpt.pt")

@@ -9,7 +9,7 @@ from nibabel import orientations as ornt
 from PIL import Image
 
 from spine_monai.data.mri import MIDAS_LABELS, read_volume, sagittal_axis, scan_mri_tree
-from spine_monai.data.synth_mri import generate_mri_case, sagittal_affine, write_mri_dataset
+from spine_monai.synthetic.mri import generate_mri_case, sagittal_affine, write_mri_dataset
 
 SMALL = (8, 128, 128)
 

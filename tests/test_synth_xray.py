@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from spine_monai.data.layout import STRUCTURES
-from spine_monai.data.synth_xray import generate_case, parse_size, write_xray_dataset
+from spine_monai.synthetic.xray import generate_case, parse_size, write_xray_dataset
 
 
 def _patients(root):

@@ -14,6 +14,7 @@ from monai.bundle import run
 
 from spine_monai.networks import build_encoder, load_encoder_weights
 from spine_monai.package import package_bundle
+from spine_monai.workflow import run_config_files
 
 AP = REPO / "bundles" / "spine_xray_ap_seg" / "configs"
 
@@ -93,7 +94,7 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(xray_root, datalist, t
     torch.save({"model": _Payload(marker)}, evil)
     with raises_in_chain(ValueError, match=r"model\.pt: refused: it holds Python objects besides tensors"):
         run(
-            config_file=str(AP / "evaluate.json"),
+            config_file=run_config_files(AP, "evaluate.json"),
             dataset_dir=str(xray_root),
             datalist=str(datalist),
             output_dir=str(tmp_path / "o"),

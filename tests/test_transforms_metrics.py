@@ -23,6 +23,7 @@ from spine_monai.transforms import (
     overlay_masks,
 )
 from spine_monai.transforms.io import PALETTE
+from spine_monai.workflow import read_bundle_config, run_config_files
 
 
 def test_fit_size_keeps_aspect():
@@ -222,7 +223,6 @@ def test_overlay_is_written_losslessly_with_fast_compression(tmp_path):
 
 def test_fixed_noise_level_identity_and_bad_levels():
     from conftest import REPO, raises_in_chain
-    from monai.bundle import ConfigParser
     from monai.transforms import Identityd, RandGaussianNoised
 
     from spine_monai.transforms import fixed_noise
@@ -239,11 +239,10 @@ def test_fixed_noise_level_identity_and_bad_levels():
     for bad in (-0.01, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="noise_std must be a finite number >= 0"):
             fixed_noise("image", bad)
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "spine_mri_seg" / "configs" / "evaluate.json"))
+    parser = read_bundle_config(run_config_files(REPO / "bundles" / "spine_mri_seg" / "configs", "evaluate.json"))
     parser["noise_std"] = -0.1
     with raises_in_chain(ValueError, match="noise_std must be a finite number >= 0, got -0.1"):
-        parser.get_parsed_content("preprocessing")
+        parser.get_parsed_content("validate#preprocessing")
 
 
 def test_every_overlay_carries_a_legend_of_its_colours():

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO, raises_in_chain
-from monai.bundle import ConfigParser, run
+from monai.bundle import run
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 from PIL import Image
 
 from spine_monai.data import build_xray_datalist, write_datalist
 from spine_monai.errors import DataError
-from spine_monai.handlers import INPUT_GRID_KEY
 from spine_monai.networks import VertebraMILClassifier, patient_classifier
 from spine_monai.transforms import VertebraPatches, VertebraPatchesd, classifier_geometry
+from spine_monai.workflow import INPUT_GRID_KEY, read_bundle_config, run_config_files
 
 BUNDLE = REPO / "bundles" / "spine_xray_cls"
 FILM_SIZE = (384, 576)  # (W, H) of the synthetic films
@@ -153,7 +153,7 @@ def vertebra_run(xray_root, datalist, tmp_path_factory):
     common.update(mask_dir=str(xray_root), **FAST)
     run(config_file=str(BUNDLE / "configs" / "train.json"), batch_size=2, **{"train#trainer#max_epochs": 1}, **common)
     common.pop("progress_bar")
-    run(config_file=str(BUNDLE / "configs" / "evaluate.json"), **common)
+    run(config_file=run_config_files(BUNDLE / "configs", "evaluate.json"), **common)
     return out
 
 
@@ -199,8 +199,7 @@ def test_inference_at_vertebra_level_skips_an_uncuttable_patient_and_writes_grad
         for view in ("AP", "LAT"):
             with Image.open(out / "cam" / patient / f"{view}_gradcam.png") as im:
                 assert im.size == FILM_SIZE and im.mode == "RGB"  # the original film's size
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser = read_bundle_config(str(BUNDLE / "configs" / "inference.json"))
     parser.update({**settings, "output_dir": str(tmp_path / "again")})
     sample = parser.get_parsed_content("dataset")[0]
     # Per body, AP: film and vertebra mask; LAT: film, vertebra mask and the two vertebral lines (the default).
@@ -213,7 +212,7 @@ def test_inference_at_vertebra_level_skips_an_uncuttable_patient_and_writes_grad
 def test_vertebra_level_needs_masks(vertebra_run, xray_root, tmp_path):
     with raises_in_chain(ValueError, match="mask_dir is empty"):
         run(
-            config_file=str(BUNDLE / "configs" / "evaluate.json"),
+            config_file=run_config_files(BUNDLE / "configs", "evaluate.json"),
             dataset_dir=str(xray_root),
             output_dir=str(tmp_path),
             ckpt_path=str(vertebra_run / "models" / "model.pt"),
@@ -230,14 +229,13 @@ def test_records_report_every_mask_that_cannot_be_cut(xray_copy, tmp_path):
         with Image.open(path) as im:
             Image.new("1", im.size).save(path)
         blanked.append(path)
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "evaluate.json"))
+    parser = read_bundle_config(run_config_files(BUNDLE / "configs", "evaluate.json"))
     parser.update(
         {"dataset_dir": str(xray_copy), "datalist": str(datalist), "mask_dir": str(xray_copy), "eval_split": "all"}
     )
     parser.update({k: v for k, v in FAST.items() if k != "progress_bar"})
     with raises_in_chain(DataError) as info:
-        parser.get_parsed_content("records")
+        parser.get_parsed_content("validate#records")
     message = str(info.value) + "".join(str(e) for e in (info.value.__cause__, info.value.__context__) if e)
     for path in blanked:
         assert str(path) in message

@@ -1,4 +1,4 @@
-"""Layout readers, datalists, input validation and synthetic data generators."""
+"""File I/O, the layouts, datalists, input screening and the classifier's inputs."""
 
 from spine_monai.data.datalist import assign_splits, read_datalist, resolve_paths, select_records, write_datalist
 from spine_monai.data.dataset import CacheDataset
@@ -12,7 +12,6 @@ from spine_monai.data.mri import (
     read_volume,
     scan_mri_tree,
 )
-from spine_monai.data.workers import device_cache, light_loader_workers, loader_workers, untracked_worker_init
 from spine_monai.data.xray import (
     ScanResult,
     build_xray_datalist,
@@ -29,10 +28,7 @@ __all__ = [
     "assign_splits",
     "build_mri_datalist",
     "build_xray_datalist",
-    "device_cache",
     "image_size",
-    "light_loader_workers",
-    "loader_workers",
     "read_datalist",
     "mri_inference_inputs",
     "mri_records",
@@ -44,7 +40,6 @@ __all__ = [
     "scan_xray_tree",
     "screen_records",
     "select_records",
-    "untracked_worker_init",
     "write_datalist",
     "write_mask",
     "xray_inference_inputs",

@@ -101,7 +101,7 @@ def mask_source(mask_guided, mask_dir: str | os.PathLike | None) -> str | None:
     Raises:
         ValueError: when masks are wanted but no folder is given.
     """
-    from spine_monai.bundle import as_bool
+    from spine_monai.workflow import as_bool
 
     if not as_bool(mask_guided):
         return None
@@ -122,7 +122,7 @@ def default_mask_structures(vertebra_level=False) -> list[str]:
     Args:
         vertebra_level: whether the classifier is the vertebra-level one (a bool or its command-line text).
     """
-    from spine_monai.bundle import as_bool
+    from spine_monai.workflow import as_bool
 
     lines = ["Lat_Anterior_Vertebral_Line", "Lat_Posterior_Vertebral_Line"] if as_bool(vertebra_level) else []
     return ["Ap_Vertebra", "Lat_Vertebra", *lines]
@@ -130,7 +130,7 @@ def default_mask_structures(vertebra_level=False) -> list[str]:
 
 def view_channels(views: str | Sequence[str], mask_guided=False, mask_structures: Sequence[str] = ()) -> list[int]:
     """Input channels per view: one grey channel, plus one per mask structure of that view when mask guided."""
-    from spine_monai.bundle import as_bool
+    from spine_monai.workflow import as_bool
 
     per_view = view_structures(views, mask_structures if as_bool(mask_guided) else ())
     return [1 + len(per_view[v]) for v in per_view]
@@ -141,7 +141,7 @@ def image_keys(views: str | Sequence[str], mask_guided=False, mask_structures: S
 
     A view without mask structures has no mask key.
     """
-    from spine_monai.bundle import as_bool
+    from spine_monai.workflow import as_bool
 
     per_view = view_structures(views, mask_structures if as_bool(mask_guided) else ())
     keys: list[str] = []

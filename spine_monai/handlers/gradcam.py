@@ -17,6 +17,7 @@ from torch import nn
 
 from spine_monai.data.io import read_radiograph, write_overlay
 from spine_monai.networks.vertebra import VertebraMILClassifier
+from spine_monai.workflow.config import as_bool
 
 __all__ = ["ClassActivationWriter", "heatmap_overlay"]
 
@@ -120,7 +121,7 @@ class ClassActivationWriter:
         id_key: batch key of the sample id (the overlay's sub-folder).
         class_index: class to explain; ``None`` explains the predicted class.
         target_layer: the hook point's name pattern, with ``{view}``.
-        gradcam: write the GradCAM overlays.
+        gradcam: write the GradCAM overlays (a boolean, or its text from the command line).
         occlusion: write occlusion-sensitivity overlays too.
         occlusion_mask_size: side of the occluding patch, in network input pixels.
         occlusion_n_batch: occluded images per forward pass.
@@ -138,8 +139,8 @@ class ClassActivationWriter:
         id_key: str = "patient",
         class_index: int | None = None,
         target_layer: str = "view_features.{view}",
-        gradcam: bool = True,
-        occlusion: bool = False,
+        gradcam: bool | str = True,
+        occlusion: bool | str = False,
         occlusion_mask_size: int = 32,
         occlusion_n_batch: int = 16,
         alpha: float = 0.45,
@@ -156,7 +157,7 @@ class ClassActivationWriter:
         self.output_dir = Path(output_dir)
         self.image_key, self.id_key = image_key, id_key
         self.class_index = None if class_index is None else int(class_index)
-        self.gradcam, self.occlusion = bool(gradcam), bool(occlusion)
+        self.gradcam, self.occlusion = as_bool(gradcam), as_bool(occlusion)
         self.occlusion_mask_size, self.occlusion_n_batch = int(occlusion_mask_size), int(occlusion_n_batch)
         self.alpha = alpha
         self.layers = layers = {v: target_layer.format(view=v) for v in self.views}
@@ -183,7 +184,9 @@ class ClassActivationWriter:
         }
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        """Write the maps after each iteration of ``engine``; nothing is attached when both maps are off."""
+        if self.gradcam or self.occlusion:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         batch = engine.state.batch

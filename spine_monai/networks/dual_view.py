@@ -19,7 +19,7 @@ import torch
 from monai.networks.nets import DenseNet121, EfficientNetBN, resnet18, resnet34, resnet50
 from torch import nn
 
-from spine_monai.handlers.checkpoint import load_checkpoint
+from spine_monai.workflow.checkpoint import load_checkpoint
 
 __all__ = ["BACKBONES", "DualViewClassifier", "build_encoder", "load_encoder_weights"]
 
@@ -113,7 +113,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
     ``DenseNet121`` or ``resnet18`` saved with ``torch.save(net.state_dict(), path)``), possibly under a
     ``"state_dict"`` or ``"model"`` key and with DDP's ``module.`` prefix. The backbone's classifier
     (``fc``, ``class_layers``) is ignored. It is read with ``torch.load(weights_only=True)``
-    (:func:`spine_monai.handlers.load_checkpoint`).
+    (:func:`spine_monai.workflow.load_checkpoint`).
 
     Raises:
         FileNotFoundError: when the file does not exist.

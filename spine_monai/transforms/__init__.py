@@ -8,7 +8,7 @@ from spine_monai.transforms.batch import (
     RandSpatialBatch,
     RandSpatialBatchd,
 )
-from spine_monai.transforms.classifier import CLASSIFIER_GRID_HINT, classifier_geometry, classifier_input_grid
+from spine_monai.transforms.classifier import ClassifierInputs, classifier_geometry, classifier_input_grid
 from spine_monai.transforms.compose import UntrackedCompose
 from spine_monai.transforms.intensity import LocalContrast, LocalContrastd
 from spine_monai.transforms.io import (
@@ -33,7 +33,7 @@ from spine_monai.transforms.vertebrae import VertebraPatches, VertebraPatchesd
 from spine_monai.transforms.volume import LoadVolume, LoadVolumed, SaveLabelVolume, SaveLabelVolumed
 
 __all__ = [
-    "CLASSIFIER_GRID_HINT",
+    "ClassifierInputs",
     "AugmentBatch",
     "BinarizeMasks",
     "BinarizeMasksd",

@@ -1,24 +1,32 @@
-"""The geometry of the classifier's input: each whole film fitted to one size, or one patch per vertebral body."""
+"""The patient classifier's inputs: which views and masks it reads, at film or vertebra level, and their geometry
+(each whole film fitted to one size, or one patch per vertebral body)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from monai.transforms import MapTransform, SpatialPadd
 
-from spine_monai.bundle import as_bool
-from spine_monai.data.classification import mask_key, view_structures
-from spine_monai.transforms.spatial import ResizeMasksToFitd, ResizeToFitd
-from spine_monai.transforms.vertebrae import VertebraPatchesd
-
-__all__ = ["CLASSIFIER_GRID_HINT", "classifier_geometry", "classifier_input_grid"]
-
-
-# How to run a classifier checkpoint on the grid it was trained on (see spine_monai.handlers.check_input_grid).
-CLASSIFIER_GRID_HINT = (
-    'use the settings it was trained with: --spatial_size "{trained}" for whole films, --patch_size {trained[0]} at '
-    "vertebra level"
+from spine_monai.data.classification import (
+    check_views,
+    cls_inference_inputs,
+    cls_records,
+    default_mask_structures,
+    image_keys,
+    mask_key,
+    mask_source,
+    view_channels,
+    view_structures,
 )
+from spine_monai.data.inputs import InferenceInputs
+from spine_monai.transforms.augment import view_augmentations
+from spine_monai.transforms.io import LoadRadiographd, LoadStructureMasksd
+from spine_monai.transforms.spatial import ResizeMasksToFitd, ResizeToFitd
+from spine_monai.transforms.vertebrae import VertebraPatches, VertebraPatchesd
+from spine_monai.workflow import as_bool
+
+__all__ = ["ClassifierInputs", "classifier_geometry", "classifier_input_grid"]
 
 
 def classifier_input_grid(spatial_size: Sequence[int], vertebra_level: bool, patch_size: int) -> list[int]:
@@ -27,7 +35,7 @@ def classifier_input_grid(spatial_size: Sequence[int], vertebra_level: bool, pat
     Args:
         spatial_size: the whole-film input size.
         vertebra_level: vertebra patches instead of whole films (text such as ``'true'`` is read as
-            :func:`spine_monai.bundle.as_bool` reads it).
+            :func:`spine_monai.workflow.as_bool` reads it).
         patch_size: the side of a vertebra patch.
 
     Returns:
@@ -95,3 +103,107 @@ def classifier_geometry(
             window=window,
         )
     ]
+
+
+class ClassifierInputs:
+    """What the patient classifier reads, built once from the bundle's keys: the views, their masks, film or vertebra
+    level, and the grid.
+
+    The config builds one and refers to it for the records, the loading, geometry and augmentation transforms, the
+    keys concatenated into the network's input and the network's channels per view.
+
+    Example (the classification bundle's ``train.json``)::
+
+        "classifier_inputs": {"_target_": "spine_monai.transforms.ClassifierInputs", "views": "@views",
+                              "mask_guided": "@mask_guided", "mask_dir": "@mask_dir", ...},
+        "network_def": {"_target_": "spine_monai.networks.patient_classifier",
+                        "views": "$@classifier_inputs.views", "in_channels": "$@classifier_inputs.in_channels", ...}
+
+    Args:
+        views: the view names in the network's order (``["AP", "LAT"]``, or one view).
+        mask_guided: add each view's structure masks as channels (text from the command line is read as a boolean).
+        mask_dir: the predictions tree the masks come from (or the dataset, for its reference masks).
+        mask_structures: the mask channels; ``None`` takes the bundle's default
+            (:func:`~spine_monai.data.classification.default_mask_structures`).
+        vertebra_level: cut one patch per vertebral body instead of fitting whole films (reads the masks too).
+        spatial_size: the whole-film input size (H, W).
+        patch_size: the side of a vertebra patch.
+        max_vertebrae: patches per view at vertebra level.
+
+    Raises:
+        ValueError: for unknown or repeated views or structures, and for masks wanted without a ``mask_dir``.
+    """
+
+    def __init__(
+        self,
+        views: str | Sequence[str] = ("AP", "LAT"),
+        mask_guided: bool | str = False,
+        mask_dir: str | os.PathLike | None = "",
+        mask_structures: Sequence[str] | None = None,
+        vertebra_level: bool | str = False,
+        spatial_size: Sequence[int] = (384, 256),
+        patch_size: int = 32,
+        max_vertebrae: int = 20,
+    ) -> None:
+        self.views = check_views(views)
+        self.vertebra_level = as_bool(vertebra_level)
+        self.mask_structures = (
+            default_mask_structures(self.vertebra_level) if mask_structures is None else list(mask_structures)
+        )
+        self.masks_from = mask_source(as_bool(mask_guided) or self.vertebra_level, mask_dir)
+        guided = self.masks_from is not None
+        self.image_keys = image_keys(self.views, guided, self.mask_structures)
+        self.mask_keys = [k for k in self.image_keys if k not in self.views]
+        self.in_channels = view_channels(self.views, guided, self.mask_structures)
+        self.spatial_size = [int(s) for s in spatial_size]
+        self.patch_size = int(patch_size)
+        self.max_vertebrae = int(max_vertebrae)
+        self.input_grid = classifier_input_grid(self.spatial_size, self.vertebra_level, self.patch_size)
+        self.mask_check = VertebraPatches(max_vertebrae=self.max_vertebrae).check_file if self.vertebra_level else None
+
+    def records(
+        self, datalist: str | os.PathLike, dataset_dir: str | os.PathLike, split: str, fold: int | None = None
+    ) -> list[dict]:
+        """The patients of ``split`` with every file these inputs read
+        (:func:`~spine_monai.data.classification.cls_records`)."""
+        return cls_records(
+            datalist, dataset_dir, self.views, split, fold, self.masks_from, self.mask_structures, self.mask_check
+        )
+
+    def inference_inputs(
+        self, source: str | os.PathLike, datalist: str | os.PathLike | None = None, split: str = "all"
+    ) -> InferenceInputs:
+        """The patients to classify, checked (:func:`~spine_monai.data.classification.cls_inference_inputs`)."""
+        return cls_inference_inputs(
+            source,
+            self.views,
+            datalist=datalist or None,
+            split=split,
+            mask_dir=self.masks_from,
+            mask_structures=self.mask_structures,
+            mask_check=self.mask_check,
+        )
+
+    def loading(self) -> list[MapTransform]:
+        """The transforms that read a record's films and, when guided, their masks."""
+        masks = [
+            LoadStructureMasksd(keys=mask_key(v), image_key=v) for v in self.views if mask_key(v) in self.mask_keys
+        ]
+        return [LoadRadiographd(keys=self.views), *masks]
+
+    def geometry(self) -> list[MapTransform]:
+        """The transforms that bring the loaded views to the network's grid (:func:`classifier_geometry`)."""
+        return classifier_geometry(
+            self.views,
+            self.image_keys,
+            self.spatial_size,
+            self.vertebra_level,
+            self.mask_structures,
+            self.patch_size,
+            self.max_vertebrae,
+        )
+
+    def augmentation(self) -> list[MapTransform]:
+        """Random training transforms, each view drawn on its own
+        (:func:`~spine_monai.transforms.view_augmentations`)."""
+        return view_augmentations(self.views, self.image_keys, self.input_grid)

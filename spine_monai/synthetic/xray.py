@@ -729,7 +729,7 @@ def write_xray_dataset(
     else:
         results = [_write_case(job) for job in jobs]
     document = {
-        "generator": "spine_monai.data.synth_xray",
+        "generator": "spine_monai.synthetic.xray",
         "version": GENERATOR_VERSION,
         "seed": seed,
         "size": list(size),

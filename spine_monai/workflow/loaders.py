@@ -9,7 +9,7 @@ from monai.data import set_track_meta
 from monai.data.utils import worker_init_fn
 from monai.transforms import ToDeviced
 
-from spine_monai.bundle import as_bool
+from spine_monai.workflow.config import as_bool
 
 __all__ = ["device_cache", "light_loader_workers", "loader_workers", "untracked_worker_init"]
 
@@ -24,14 +24,14 @@ def device_cache(keys: Sequence[str], device: torch.device | str, enabled: bool)
 
     Example (a bundle's ``train.json``)::
 
-        "transforms": "$@preprocessing + spine_monai.data.device_cache(['image', 'label'], @device, @cache_on_device)"
+        "device_cache": "$spine_monai.workflow.device_cache(['image', 'label'], @device, @cache_on_device)"
 
     Args:
         keys: the cached items to move (the image and label; indices that only choose crop centres are better
             left on the host, where reading them does not wait for the device).
         device: the training device.
         enabled: the bundle's ``cache_on_device`` key (text from the command line is read as
-            :func:`spine_monai.bundle.as_bool` reads it).
+            :func:`spine_monai.workflow.as_bool` reads it).
 
     Returns:
         ``[ToDeviced(keys, device)]`` when ``enabled``, else an empty list.

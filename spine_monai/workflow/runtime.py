@@ -19,12 +19,14 @@ import ctypes
 import logging
 import os
 import platform
+from collections.abc import Sequence
 
 import torch
 
-from spine_monai.bundle import as_bool
+from spine_monai.workflow.config import as_bool
+from spine_monai.workflow.loaders import device_cache, light_loader_workers, loader_workers
 
-__all__ = ["keep_freed_memory", "memory_format", "channels_last_by_default", "MALLOC_ENV"]
+__all__ = ["Runtime", "keep_freed_memory", "memory_format", "channels_last_by_default", "MALLOC_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def memory_format(channels_last: bool, spatial_dims: int = 2) -> torch.memory_fo
 
     Example (a bundle's ``train.json``)::
 
-        "memory_format": "$spine_monai.runtime.memory_format(@channels_last)",
+        "memory_format": "$spine_monai.workflow.memory_format(@channels_last)",
         "network": "$@network_def.to(@device, memory_format=@memory_format)",
         "train#trainer#to_kwargs": {"memory_format": "@memory_format"}
 
@@ -93,7 +95,7 @@ def memory_format(channels_last: bool, spatial_dims: int = 2) -> torch.memory_fo
 
     Args:
         channels_last: store channels last (NHWC for 2D, NDHWC for 3D); text such as ``'false'`` from the
-            command line is read as :func:`spine_monai.bundle.as_bool` reads it.
+            command line is read as :func:`spine_monai.workflow.as_bool` reads it.
         spatial_dims: 2 or 3, the network's spatial dimensions.
 
     Returns:
@@ -127,3 +129,62 @@ def channels_last_by_default(device: str | torch.device) -> bool:
         True for a CPU device, else False.
     """
     return torch.device(device).type == "cpu"
+
+
+class Runtime:
+    """Where and how a bundle run computes, read once from the bundle's keys.
+
+    The keys arrive as the config gives them or as text from the command line (``--progress_bar false``); each
+    boolean is read here once (:func:`~spine_monai.workflow.as_bool`), and the config refers to the attributes.
+
+    Example (a bundle's ``train.json``)::
+
+        "runtime": {"_target_": "spine_monai.workflow.Runtime", "device": "@device", "amp": "@amp",
+                    "channels_last": "@channels_last", "cache_on_device": "@cache_on_device",
+                    "num_workers": "@num_workers", "progress_bar": "@progress_bar"},
+        "network": "$@network_def.to(@device, memory_format=@runtime.memory_format)"
+
+    Args:
+        device: the device the network runs on.
+        amp: mixed precision.
+        channels_last: channels-last weights and batches; ``None`` takes :func:`channels_last_by_default`.
+        cache_on_device: hold the cached preprocessing on ``device`` (:func:`~spine_monai.workflow.device_cache`).
+        num_workers: DataLoader worker processes where workers help (:func:`~spine_monai.workflow.loader_workers`).
+        progress_bar: show progress bars while caching and training.
+        spatial_dims: 2 or 3, the network's spatial dimensions.
+
+    Raises:
+        ValueError: for a boolean key whose text is not a boolean.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        amp: bool | str = False,
+        channels_last: bool | str | None = None,
+        cache_on_device: bool | str = False,
+        num_workers: int = 0,
+        progress_bar: bool | str = True,
+        spatial_dims: int = 2,
+    ) -> None:
+        self.device = torch.device(device)
+        self.amp = as_bool(amp)
+        self.channels_last = channels_last_by_default(self.device) if channels_last is None else as_bool(channels_last)
+        self.memory_format = memory_format(self.channels_last, spatial_dims)
+        self.cache_on_device = as_bool(cache_on_device)
+        self.num_workers = int(num_workers)
+        self.progress_bar = as_bool(progress_bar)
+
+    def device_cache(self, keys: Sequence[str]) -> list:
+        """The transforms that end a cached chain so that the cache is on the device, when ``cache_on_device``."""
+        return device_cache(keys, self.device, self.cache_on_device)
+
+    @property
+    def loader_workers(self) -> int:
+        """Workers of a loader whose work per item is heavy (:func:`~spine_monai.workflow.loader_workers`)."""
+        return loader_workers(self.num_workers, self.cache_on_device)
+
+    @property
+    def light_loader_workers(self) -> int:
+        """Workers of a training loader over cached items (:func:`~spine_monai.workflow.light_loader_workers`)."""
+        return light_loader_workers(self.num_workers, self.device, self.cache_on_device)

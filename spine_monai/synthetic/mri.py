@@ -758,7 +758,7 @@ def write_mri_dataset(
         ids = [_write_case(job) for job in jobs]
     spacing = [FOV_MM[i] / shape[i] for i in range(3)]
     return {
-        "generator": "spine_monai.data.synth_mri",
+        "generator": "spine_monai.synthetic.mri",
         "version": GENERATOR_VERSION,
         "seed": seed,
         "shape": list(shape),

@@ -1,31 +1,42 @@
-"""Helpers that bundle configs call: strict override checking and small wiring functions.
+"""Config keys and overrides, read and checked in one place.
 
-``python -m monai.bundle run --max_epoch 5`` silently adds a new, unused key ``max_epoch`` and trains with
-the default. A bundle puts ``"$spine_monai.bundle.check_overrides()"`` first in its ``initialize`` list so
-that such a typo stops the run with the list of unknown keys and the closest known ones.
+``python -m monai.bundle run --max_epoch 5`` silently adds a new, unused key ``max_epoch`` and trains with the
+default. :func:`check_overrides` (called by :func:`spine_monai.workflow.setup` from a bundle's ``initialize``) stops
+such a run with the list of unknown keys and the closest known ones. It reads the overrides from the command line as
+MONAI's runner (Fire) parses it, not from the runner's internals. :func:`parse_override` reads a ``KEY=VALUE``
+override of spine-monai's own commands the same way, and :func:`as_bool` reads a boolean that came as text.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import inspect
 import logging
 import os
 import pydoc
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
 __all__ = [
     "check_overrides",
+    "cli_overrides",
     "config_ids",
     "check_config_ids",
     "bundle_config_files",
     "as_bool",
+    "OverrideSyntaxError",
+    "check_bundle_overrides",
     "parse_override",
+    "parse_overrides",
+    "run_config_files",
+    "OVERLAYS",
+    "read_bundle_config",
     "class_names",
     "UnknownOverrideError",
 ]
@@ -73,32 +84,58 @@ def bundle_config_files(config_root: Path, loaded: Iterable[str | os.PathLike] =
     return sorted(files)
 
 
-def _find_workflow() -> tuple[ConfigWorkflow | None, dict | None, list[str]]:
-    workflow, overrides, loaded = None, None, []
-    frame = inspect.currentframe()
-    while frame is not None:
-        loc = frame.f_locals
-        if workflow is None and isinstance(loc.get("self"), ConfigWorkflow):
-            workflow = loc["self"]
-        if frame.f_code.co_name == "create_workflow" and isinstance(loc.get("_args"), dict):
-            overrides = {k: v for k, v in loc["_args"].items() if k not in _WORKFLOW_ARGS}
-            cfg = loc.get("config_file")
-            loaded = [str(c) for c in ([cfg] if isinstance(cfg, (str, os.PathLike)) else list(cfg or []))]
-            break
-        frame = frame.f_back
-    return workflow, overrides, loaded
+def cli_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, object]] | None:
+    """The config files and the overrides of a ``python -m monai.bundle run`` command line.
+
+    The tokens after the subcommand are read as MONAI's runner reads them (Fire: ``--key value``, ``--key=value``, a
+    lone ``--flag`` is true, values parsed as Python literals where they parse); an ``--args_file`` is read beneath
+    the command line's own keys, as ``monai.bundle run`` merges it.
+
+    Args:
+        argv: a process's ``sys.argv``.
+
+    Returns:
+        (config files, overrides without the runner's own arguments), or ``None`` when ``argv`` is not such a
+        command line (a bundle run from Python, a test runner).
+    """
+    if len(argv) < 2 or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py") or argv[1] != "run":
+        return None
+    from fire.parser import DefaultParseValue
+
+    given: dict[str, object] = {}
+    tokens = list(argv[2:])
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            continue
+        key, sep, value = token[2:].partition("=")
+        if sep:
+            given[key] = DefaultParseValue(value)
+        elif tokens and not tokens[0].startswith("--"):
+            given[key] = DefaultParseValue(tokens.pop(0))
+        else:
+            given[key] = True
+    args: dict[str, object] = {}
+    if given.get("args_file"):
+        args.update(ConfigParser.load_config_file(str(given["args_file"])))
+    args.update(given)
+    cfg = args.get("config_file")
+    files = [str(c) for c in ([cfg] if isinstance(cfg, (str, os.PathLike)) else list(cfg or []))]
+    return files, {k: v for k, v in args.items() if k not in _WORKFLOW_ARGS}
 
 
-def check_overrides() -> bool:
+def check_overrides(argv: Sequence[str] | None = None) -> bool:
     """Raise if a command-line override names a key that no config file of this bundle defines.
 
-    Call it from a config's ``initialize`` list. It finds the running ``ConfigWorkflow`` on the call stack;
-    when run through ``monai.bundle run`` it checks each override id exactly (``train#trainer#max_epoch``
-    fails, ``train#trainer#max_epochs`` passes). A new argument of a ``_target_`` component passes only when
-    the component's signature takes it (``network_def#channel`` fails against ``UNet``), so a typo stops the run
-    before any data is read. An override that only another config of the bundle uses (``--tolerance_px`` given to
-    ``train.json``) is logged as ignored. When the overrides themselves are not visible (a ``ConfigWorkflow``
-    built directly), it checks that every top-level key is defined in some config file of the bundle.
+    Each override id of a ``python -m monai.bundle run`` command line is checked exactly (``train#trainer#max_epoch``
+    fails, ``train#trainer#max_epochs`` passes). A new argument of a ``_target_`` component passes only when the
+    component's signature takes it (``network_def#channel`` fails against ``UNet``), so a typo stops the run before
+    any data is read. An override that only another config of the bundle uses (``--tolerance_px`` given to
+    ``train.json``) is logged as ignored. Bundles run from Python (``monai.bundle.run``) are checked by their caller
+    (:func:`check_config_ids`), as spine-monai's own commands do.
+
+    Args:
+        argv: the command line; ``sys.argv`` when ``None``.
 
     Returns:
         True, so it can sit in an expression list.
@@ -106,17 +143,16 @@ def check_overrides() -> bool:
     Raises:
         UnknownOverrideError: naming every unknown key and suggesting the closest known ones.
     """
-    workflow, overrides, loaded = _find_workflow()
-    if workflow is None:
+    parsed = cli_overrides(sys.argv if argv is None else argv)
+    if parsed is None or not parsed[0]:
         return True
-    merged = workflow.parser.get()
-    if overrides is not None:
-        candidates = [k.replace("::", SEP) for k in overrides]
-    else:
-        candidates = [k for k in merged if k not in _RESERVED]
-    check_config_ids(candidates, bundle_config_files(Path(workflow.config_root_path), loaded), [merged])
-    if overrides is not None and loaded:
-        _log_unused(candidates, loaded)
+    loaded, overrides = parsed
+    candidates = [k.replace("::", SEP) for k in overrides]
+    values = {k.replace("::", SEP): v for k, v in overrides.items()}
+    merged = ConfigParser()
+    merged.read_config(loaded)
+    check_config_ids(candidates, bundle_config_files(Path(loaded[0]).parent, loaded), [merged.get()], values)
+    _log_unused(candidates, loaded)
     return True
 
 
@@ -286,8 +322,14 @@ def as_bool(value) -> bool:
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
 
 
+class OverrideSyntaxError(argparse.ArgumentTypeError, ValueError):
+    """A command-line override that is not ``KEY=VALUE``; argparse shows its message when it is a ``type=``."""
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """A ``KEY=VALUE`` override from a command line, with VALUE read as ``monai.bundle run --KEY VALUE`` reads it.
+
+    Usable as an argparse ``type=``: a malformed override is reported with its text.
 
     Args:
         text: e.g. ``spatial_size=[256, 160]`` or ``network_def#_target_=AttentionUnet``.
@@ -297,15 +339,53 @@ def parse_override(text: str) -> tuple[str, object]:
         the text itself.
 
     Raises:
-        ValueError: when ``text`` has no ``=`` or no key.
+        OverrideSyntaxError: a ``ValueError`` for ``text`` without ``=`` or without a key.
     """
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {text!r} is not KEY=VALUE")
+        raise OverrideSyntaxError(f"override {text!r} is not KEY=VALUE")
     try:
         return key.strip(), ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key.strip(), value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, object]:
+    """``KEY=VALUE`` overrides as a dict, each read by :func:`parse_override`.
+
+    Raises:
+        OverrideSyntaxError: naming every malformed one.
+    """
+    out: dict[str, object] = {}
+    bad = []
+    for item in items:
+        try:
+            key, value = parse_override(item)
+        except OverrideSyntaxError as e:
+            bad.append(str(e))
+            continue
+        out[key] = value
+    if bad:
+        raise OverrideSyntaxError("; ".join(bad))
+    return out
+
+
+def check_bundle_overrides(configs_dir: str | os.PathLike, overrides: Mapping[str, object]) -> None:
+    """Raise if an override names an id that no config file in ``configs_dir`` defines.
+
+    For callers that run a bundle from Python (``monai.bundle.run``), where :func:`check_overrides` cannot see the
+    overrides.
+
+    Args:
+        configs_dir: the bundle's ``configs/`` folder.
+        overrides: ids (``#`` or ``::`` separators) and values.
+
+    Raises:
+        UnknownOverrideError: as :func:`check_config_ids` does.
+    """
+    values = {k.replace("::", SEP): v for k, v in overrides.items()}
+    files = bundle_config_files(Path(configs_dir))
+    check_config_ids(values, files, [ConfigParser.load_config_file(f) for f in files], values)
 
 
 def class_names(label_map: dict[str, int]) -> list[str]:
@@ -319,3 +399,68 @@ def class_names(label_map: dict[str, int]) -> list[str]:
         raise ValueError(f"label_map ids must be 0..{len(ids) - 1} without gaps or repeats, got {ids}")
     by_id = {int(v): k for k, v in label_map.items()}
     return [by_id[i] for i in range(len(ids))]
+
+
+def read_bundle_config(
+    config_files: str | os.PathLike | Sequence[str | os.PathLike],
+    overrides: Mapping[str, object] | None = None,
+    meta_file: str | os.PathLike | None = None,
+) -> ConfigParser:
+    """A bundle's configs merged as ``python -m monai.bundle run`` merges them, for use from Python.
+
+    The files are merged in order, the bundle's ``metadata.json`` is read as ``_meta_`` (the X-ray segmentation
+    bundles take their view and structures from it), then ``overrides`` are set.
+
+    Args:
+        config_files: one file or several; the first one's folder is the bundle's ``configs/``.
+        overrides: ids (``#`` or ``::`` separators) and values.
+        meta_file: the metadata; ``metadata.json`` beside the first file when ``None``, skipped when that does not
+            exist.
+
+    Returns:
+        the parser, not yet parsed.
+    """
+    files = [str(config_files)] if isinstance(config_files, (str, os.PathLike)) else [str(f) for f in config_files]
+    parser = ConfigParser()
+    parser.read_config(files)
+    meta = Path(meta_file) if meta_file is not None else Path(files[0]).parent / "metadata.json"
+    if meta.is_file():
+        parser.read_meta(str(meta))
+    if overrides:
+        parser.update({k.replace("::", SEP): v for k, v in overrides.items()})
+    return parser
+
+
+# A bundle's overlays and the config each is merged on; MONAI's runner merges them in the order given.
+OVERLAYS = {
+    "evaluate.json": "train.json",
+    "multi_gpu_train.json": "train.json",
+    "multi_gpu_evaluate.json": "evaluate.json",
+}
+
+
+def run_config_files(configs_dir: str | os.PathLike, *names: str) -> list[str]:
+    """The config files of one run, each overlay preceded by the configs it is merged on.
+
+    ``run_config_files(d, "evaluate.json", "hires.json")`` gives ``[d/train.json, d/evaluate.json, d/hires.json]``,
+    the list to pass as ``--config_file``.
+
+    Args:
+        configs_dir: the bundle's ``configs/`` folder.
+        names: config file names in ``configs_dir``, or paths of files elsewhere (variants of your own).
+
+    Returns:
+        the paths, in merge order, each once.
+    """
+    ordered: list[str] = []
+
+    def add(name: str) -> None:
+        if name in OVERLAYS:
+            add(OVERLAYS[name])
+        path = str(Path(configs_dir) / name)
+        if path not in ordered:
+            ordered.append(path)
+
+    for name in names:
+        add(name)
+    return ordered
