@@ -20,7 +20,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from spine_monai.workflow import OVERLAYS, bundle_config_files, check_config_ids, read_bundle_config, run_config_files
-from spine_monai.workflow.checkpoint import check_input_grid, load_checkpoint
+from spine_monai.workflow.checkpoint import check_model_record, load_checkpoint
 
 __all__ = ["SCHEMA", "EXPORT_ATOL", "package_bundle", "packaged_configs", "validate_metadata"]
 
@@ -28,7 +28,7 @@ SCHEMA = Path(__file__).parent / "resources" / "meta_schema_20240725.json"
 
 # Largest absolute output difference an export may have from the eager model on the example input.
 EXPORT_ATOL = {"torchscript": 1e-4, "onnx": 1e-3}
-# How to package a checkpoint trained on another input grid than the configs' (see check_input_grid).
+# How to package a checkpoint trained on another input grid than the configs' (see check_model_record).
 PACKAGE_GRID_HINT = "package it with the variant files (--config) or overrides (--override) that give it {trained}"
 # The configs a variant or overrides are baked into.
 BAKED_CONFIGS = ("train.json", "evaluate.json", "inference.json")
@@ -166,14 +166,13 @@ def _set_input_grid(meta: dict, grid: Sequence[int]) -> None:
             spec["spatial_shape"] = [int(s) for s in grid]
 
 
-def _weights(ckpt: Path) -> tuple[dict, str]:
-    """The network's state dict in ``ckpt`` and its key there (``"model"`` in a training checkpoint, else ``""``).
+def _weights(state: object, ckpt: Path) -> tuple[dict, str]:
+    """The network's state dict in ``state``, read from ``ckpt``, and its key there (``"model"`` in a training
+    checkpoint, else ``""``).
 
     Raises:
-        ValueError: for a file ``torch.load(weights_only=True)`` refuses (such as a pickle that would run code) or
-            that holds no state dict.
+        ValueError: when it holds no state dict.
     """
-    state = load_checkpoint(ckpt)
     weights, key = (state["model"], "model") if isinstance(state, dict) and "model" in state else (state, "")
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ValueError(f"{ckpt}: holds no network state dict (names to tensors), found {type(weights).__name__}")
@@ -318,7 +317,7 @@ def package_bundle(
     Raises:
         ValueError: for invalid metadata, a missing changelog entry or licence, missing weights, weights that do not
             fit the network, weights trained on another input grid or by another bundle, structure set or channel
-            set than the packaged configs' (see :py:func:`spine_monai.workflow.check_input_grid`), a network whose
+            set than the packaged configs' (see :py:func:`spine_monai.workflow.check_model_record`), a network whose
             input or outputs differ from the metadata, or exports that do not match the eager model.
         UnknownOverrideError: for an override no config of the bundle defines.
     """
@@ -344,13 +343,14 @@ def package_bundle(
         staged.mkdir()
         for config_name, config in configs.items():
             (staged / config_name).write_text(json.dumps(config, indent=4) + "\n")
-        weights, key = _weights(ckpt)
+        state = load_checkpoint(ckpt)
+        weights, key = _weights(state, ckpt)
         inference = read_bundle_config(
             staged / "inference.json", {"bundle_root": str(bundle_dir)}, meta_file=configs_meta
         )
         grid = inference.get_parsed_content("input_grid") if "input_grid" in inference else None
         identity = inference.get_parsed_content("model_identity") if "model_identity" in inference else None
-        check_input_grid(ckpt, grid, hint=PACKAGE_GRID_HINT, identity=identity)
+        check_model_record(state, ckpt, grid, PACKAGE_GRID_HINT, identity)
         if grid is not None:
             _set_input_grid(meta, grid)
         net = _eager_network(inference, ckpt, weights)

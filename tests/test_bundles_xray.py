@@ -26,7 +26,8 @@ from spine_monai.package import SCHEMA, package_bundle
 from spine_monai.workflow import (
     INPUT_GRID_KEY,
     UnknownOverrideError,
-    check_input_grid,
+    check_model_record,
+    load_checkpoint,
     parse_override,
     read_bundle_config,
     run_config_files,
@@ -232,8 +233,10 @@ def test_hires_variant_trains_and_a_model_runs_only_on_its_grid(trained, xray_ro
         run(config_file=_cfg("LAT", "inference.json", "hires.json"), **{**films, "output_dir": str(trained["LAT"])})
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match=r"checkpoint_epoch=1\.pt: the network was trained on a 768x512 input grid"):
-        check_input_grid(out / "models" / "checkpoint_epoch=1.pt", [384, 256])  # the full training checkpoint
-    check_input_grid(_random_weights(tmp_path / "plain.pt", _cfg("LAT", "inference.json")), [1, 1])  # no record
+        full = out / "models" / "checkpoint_epoch=1.pt"  # the full training checkpoint
+        check_model_record(load_checkpoint(full), full, [384, 256])
+    plain = _random_weights(tmp_path / "plain.pt", _cfg("LAT", "inference.json"))
+    check_model_record(load_checkpoint(plain), plain, [1, 1])  # no record
 
     with pytest.raises(ValueError, match=wrong.format("768x512", "384x256") + r".*--config.*\[768, 512\]"):
         package_bundle(BUNDLES["LAT"], tmp_path / "dist", ckpt=ckpt)

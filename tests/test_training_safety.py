@@ -28,7 +28,7 @@ def test_sigkill_mid_epoch_then_resume(xray_root, datalist, tmp_path):
     out = tmp_path / "run"
     # The first run kills itself with SIGKILL at its 5th iteration: 3 training patients, batch 1, so mid epoch 2.
     kill = (
-        "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=5), "
+        "$@train#trainer.add_event_handler(monai.engines.workflow.Events.ITERATION_COMPLETED(once=5), "
         "lambda engine: os.kill(os.getpid(), 9))"
     )
     runs = ["$@train#checkpoint.attach(@train#trainer)", kill, "$@train#trainer.run()"]

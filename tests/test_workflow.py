@@ -94,3 +94,34 @@ def test_optional_training_handlers_follow_their_keys(xray_root, datalist):
     assert ProgressBar in handlers() and EarlyStopHandler not in handlers()
     assert ProgressBar not in handlers(progress_bar="false")
     assert EarlyStopHandler in handlers(early_stop_patience=3)
+
+
+def test_the_checkpoint_loader_reads_the_file_once_and_checks_it(tmp_path, monkeypatch):
+    from ignite.engine import Engine
+    from monai.networks.nets import UNet
+
+    from spine_monai.handlers import CheckpointLoader
+    from spine_monai.workflow import record_input_grid
+
+    def unet():
+        return UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+
+    identity = {"bundle": "b", "inputs": ["AP"], "outputs": ["x", "y"]}
+    trained = record_input_grid(unet(), [64, 32], identity)
+    path = tmp_path / "model.pt"
+    torch.save(trained.state_dict(), path)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+
+    net = unet()
+    CheckpointLoader(str(path), {"model": net}, input_grid=[64, 32], model_identity=identity)(Engine(lambda e, b: None))
+    assert reads == [str(path)]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.state_dict().values(), strict=True))
+    hint = "pass --spatial_size {trained}"
+    loader = CheckpointLoader(str(path), {"model": unet()}, input_grid=[32, 32], grid_hint=hint)
+    with pytest.raises(ValueError, match=r"trained on a 64x32 input grid, but this config gives it 32x32; pass "):
+        loader(Engine(lambda e, b: None))
+    other = CheckpointLoader(str(path), {"model": unet()}, model_identity={**identity, "bundle": "c"})
+    with pytest.raises(ValueError, match=r"does not belong to this config.*bundle b \(this config: c\)"):
+        other(Engine(lambda e, b: None))

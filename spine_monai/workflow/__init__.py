@@ -11,7 +11,6 @@
 from spine_monai.workflow.checkpoint import (
     INPUT_GRID_KEY,
     MODEL_IDENTITY_KEY,
-    check_input_grid,
     check_model_record,
     find_checkpoint,
     latest_checkpoint,
@@ -52,7 +51,6 @@ __all__ = [
     "bundle_config_files",
     "channels_last_by_default",
     "check_config_ids",
-    "check_input_grid",
     "check_model_record",
     "check_overrides",
     "class_names",

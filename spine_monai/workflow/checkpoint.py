@@ -21,7 +21,6 @@ __all__ = [
     "EPOCH_FILE",
     "INPUT_GRID_KEY",
     "MODEL_IDENTITY_KEY",
-    "check_input_grid",
     "check_model_record",
     "find_checkpoint",
     "latest_checkpoint",
@@ -46,7 +45,7 @@ def record_input_grid(
     A fully convolutional or globally pooling network runs on any grid, so images brought to another grid than the
     one it was trained on give worse outputs without an error. A checkpoint of one bundle loaded by another with as
     many output channels runs too, and writes the other bundle's structures from it. With both in its checkpoints,
-    :func:`check_input_grid` refuses such a pairing before evaluation, inference or packaging. The record is kept
+    :func:`check_model_record` refuses such a pairing before evaluation, inference or packaging. The record is kept
     in the state dict's per-module metadata, under the network's own prefix (``module`` when DDP wraps it).
 
     Args:
@@ -106,26 +105,6 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
 
 # Ends a grid error when the bundle gives no hint of its own.
 _GRID_HINT = "run it with the configuration it was trained with"
-
-
-def check_input_grid(
-    ckpt_path: str | os.PathLike,
-    grid: Sequence[int] | None,
-    hint: str = _GRID_HINT,
-    identity: Mapping[str, object] | None = None,
-) -> None:
-    """Read a checkpoint with :func:`load_checkpoint` and refuse it as :func:`check_model_record` does.
-
-    Args:
-        ckpt_path: a state dict, or a training checkpoint holding one under ``"model"``.
-        grid: the (H, W) the config gives the network; ``None`` skips the grid.
-        hint: how to run the checkpoint on its grid, ending that error; ``{trained}`` is the grid it was trained on.
-        identity: the config's ``model_identity``; ``None`` skips it.
-
-    Raises:
-        ValueError: naming the file and every difference, with what to pass.
-    """
-    check_model_record(load_checkpoint(ckpt_path), ckpt_path, grid, hint, identity)
 
 
 def check_model_record(
