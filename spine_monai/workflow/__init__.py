@@ -38,6 +38,7 @@ from spine_monai.workflow.distributed import LazySummaryWriter, end_process_grou
 from spine_monai.workflow.loaders import device_cache, light_loader_workers, loader_workers, untracked_worker_init
 from spine_monai.workflow.runtime import MALLOC_ENV, Runtime, channels_last_by_default, keep_freed_memory, memory_format
 from spine_monai.workflow.setup import setup
+from spine_monai.workflow.tracking import tracked_handlers
 
 __all__ = [
     "OVERLAYS",
@@ -74,5 +75,6 @@ __all__ = [
     "run_config_files",
     "record_input_grid",
     "setup",
+    "tracked_handlers",
     "untracked_worker_init",
 ]
