@@ -42,8 +42,15 @@ def xray_copy(xray_root, tmp_path) -> Path:
     return dst
 
 
-def write_dx_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", slope: float = 1.0, intercept: float = 0.0):
-    """Write a single-frame DX radiograph with pydicom, as a PACS export would."""
+def write_dx_dicom(
+    path: Path,
+    pixels,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    view: str = "",
+):
+    """Write a single-frame DX radiograph with pydicom, as a PACS export would: patient, study and series included."""
     import numpy as np
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -58,6 +65,11 @@ def write_dx_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", slope: 
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
     ds.PatientID = "synthetic"
+    ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Synthetic^Patient", "", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20261207", "120000", "", ""
+    ds.ViewPosition = view
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric

@@ -12,14 +12,15 @@ import zipfile
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 import torch
-from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain, run_cli
+from conftest import REPO, SHARED, assert_training_cache_untouched, raises_in_chain, run_cli, write_dx_dicom
 from monai.bundle import ckpt_export, run, verify_metadata, verify_net_in_out
 from PIL import Image
 
 from spine_monai.cli import main
-from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.data import build_xray_datalist, read_mask, read_radiograph, write_datalist
 from spine_monai.data.layout import STRUCTURES
 from spine_monai.errors import DataError, find_data_error
 from spine_monai.package import SCHEMA, package_bundle
@@ -568,3 +569,26 @@ def test_package_refuses_a_model_the_metadata_does_not_describe(tmp_path, capsys
         main([*args, "--override", "structures"])
     assert "override 'structures' is not KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "dist").exists()
+
+
+def test_inference_on_a_dicom_film_writes_a_segmentation_beside_the_masks(trained, xray_root, tmp_path):
+    import highdicom
+
+    films = tmp_path / "films"
+    films.mkdir()
+    image = read_radiograph(xray_root / "Normal" / "ID (2)" / "AP" / "AP.jpg")
+    film = write_dx_dicom(films / "patient_d.dcm", image / image.max() * 4000, view="AP")
+    out = tmp_path / "out"
+    ckpt = trained["AP"] / "models" / "model.pt"
+    run(config_file=_cfg("AP", "inference.json"), dataset_dir=str(films), output_dir=str(out), ckpt_path=str(ckpt))
+    folder = out / "predictions" / "patient_d"
+    seg = highdicom.seg.segread(folder / "patient_d_seg.dcm")
+    source = pydicom.dcmread(film)
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == (
+        source.SOPInstanceUID
+    )
+    pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], combine_segments=False)[0]
+    for number, name in enumerate(STRUCTURES["AP"], start=1):
+        assert seg.get_segment_description(number).segment_label == name
+        assert np.array_equal(pixels[..., number - 1], read_mask(folder / f"{name}.png") != 0), name

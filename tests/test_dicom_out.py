@@ -4,20 +4,19 @@ SR's values are the measurement CSV's, and both reference the film they were mad
 from __future__ import annotations
 
 import math
+import shutil
 
+import highdicom as hd
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
 from conftest import write_dx_dicom
-from pydicom.uid import generate_uid
 
 from spine_monai.data.io import read_mask, read_radiograph
 from spine_monai.errors import DataError
 from spine_monai.measure.command import measure_tree
 from spine_monai.report.dicom import LOCAL_SCHEME, write_film_segmentation, write_measurement_report
-
-hd = pytest.importorskip("highdicom", reason="the dicom extra: pip install 'spine-monai[dicom]'")
 
 STRUCTURES = ("Ap_Vertebra", "Ap_Pedicle", "Ap_Spinous_Process")
 
@@ -27,13 +26,7 @@ def film(xray_root, tmp_path_factory):
     """The synthetic AP film of Damaged/ID (1) as a PACS DX export, its masks and its measurement rows."""
     folder = xray_root / "Damaged" / "ID (1)" / "AP"
     image = read_radiograph(folder / "AP.jpg")
-    path = write_dx_dicom(tmp_path_factory.mktemp("dicom") / "AP.dcm", image / image.max() * 4000)
-    ds = pydicom.dcmread(path)
-    ds.PatientName, ds.StudyInstanceUID, ds.SeriesInstanceUID = "Test^Patient", generate_uid(), generate_uid()
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.ViewPosition = "1", 1, 1, "AP"
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20261207", "120000", "", ""
-    ds.PatientBirthDate, ds.PatientSex = "", "O"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_dx_dicom(tmp_path_factory.mktemp("dicom") / "AP.dcm", image / image.max() * 4000, view="AP")
     masks = {s: read_mask(folder / f"{s}.png") for s in STRUCTURES}
     table = measure_tree(xray_root, "AP", out_csv=path.parent / "measure.csv", overlay=False)
     rows = table[table["patient"] == "Damaged/ID (1)"].to_dict("records")
@@ -95,6 +88,9 @@ def test_bad_sources_and_masks_are_named(film, tmp_path):
     with pytest.raises(DataError, match="Lat_Nothing: no code for this structure"):
         write_film_segmentation(path, {"Lat_Nothing": masks["Ap_Vertebra"]}, tmp_path / "b.dcm")
     bare = write_dx_dicom(tmp_path / "bare.dcm", np.zeros((8, 8)))
+    stripped = pydicom.dcmread(bare)
+    del stripped.StudyInstanceUID, stripped.SeriesInstanceUID
+    stripped.save_as(bare)
     with pytest.raises(DataError, match=r"bare\.dcm.*lacks StudyInstanceUID, SeriesInstanceUID"):
         write_measurement_report(bare, rows, tmp_path / "c.dcm")
     not_dicom = tmp_path / "film.dcm"
@@ -103,3 +99,28 @@ def test_bad_sources_and_masks_are_named(film, tmp_path):
         write_film_segmentation(not_dicom, masks, tmp_path / "d.dcm")
     assert not [n for n in ("a.dcm", "b.dcm", "c.dcm", "d.dcm") if (tmp_path / n).exists()]  # nothing half-written
     assert pd.DataFrame(rows)["row_type"].eq("summary").sum() == 1
+
+
+def test_measure_writes_a_report_for_each_dicom_film_with_the_csvs_values(film, xray_copy, tmp_path):
+    path, _, _ = film
+    folder = xray_copy / "Damaged" / "ID (1)" / "AP"
+    (folder / "AP.jpg").unlink()
+    shutil.copy(path, folder / "AP.dcm")
+    out_csv = tmp_path / "measure" / "measurements.csv"
+    measure_tree(xray_copy, "AP", out_csv=out_csv, images_dir=xray_copy, overlay=False)
+    reports = sorted(out_csv.parent.rglob("*_measurements_sr.dcm"))
+    assert [r.relative_to(out_csv.parent).as_posix() for r in reports] == ["Damaged/ID (1)/AP_measurements_sr.dcm"]
+    table = pd.read_csv(out_csv)
+    rows = table[table["patient"] == "Damaged/ID (1)"]
+    summary = rows[rows["row_type"] == "summary"].iloc[0]
+    sr = hd.sr.srread(reports[0])
+    values = {}
+    for item in hd.sr.utils.find_content_items(sr, value_type=hd.sr.ValueTypeValues.NUM, recursive=True):
+        values.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(
+            float(item.MeasuredValueSequence[0].NumericValue)
+        )
+    assert values["Cobb angle"] == [summary["cobb_angle_deg"]]  # the CSV's value, digit for digit
+    vertebrae = rows[rows["row_type"] == "vertebra"]
+    ratios = vertebrae["ratio_neighbours"].dropna().tolist()
+    assert ratios and values["Height ratio to neighbouring vertebrae"] == ratios
+    assert values.get("Genant semiquantitative grade", []) == vertebrae["genant_grade"].dropna().tolist()

@@ -277,6 +277,19 @@ def overlay_title(m: SpineMeasurement, title: str) -> str:
     return headline
 
 
+def _write_reports(out_csv: Path, images: Path, problems: ProblemCollector) -> None:
+    """A DICOM measurement report beside the overlays for every film read from DICOM, with the CSV's values."""
+    from spine_monai.report.dicom import write_measurement_report
+
+    written = pd.read_csv(out_csv, keep_default_na=True)
+    for (patient, v), rows in written.groupby(["patient", "view"], sort=False):
+        film = images / patient / v / f"{v}.dcm"
+        if film.is_file():
+            with problems.catch():
+                records = rows.astype(object).where(rows.notna(), None).to_dict("records")
+                write_measurement_report(film, records, out_csv.parent / patient / f"{v}_measurements_sr.dcm")
+
+
 def measure_tree(
     masks_dir: str | os.PathLike,
     view: str | None = None,
@@ -295,7 +308,9 @@ def measure_tree(
         view: ``"AP"``, ``"LAT"``, or None for both.
         out_csv: the CSV to write; overlays go to ``<its folder>/<class>/ID (<n>)/<VIEW>_measure.png``.
         images_dir: root of the radiographs in the same layout (``<VIEW>/<VIEW>.jpg``) to draw overlays on;
-            None draws them on the masks.
+            None draws them on the masks. A film stored as ``<VIEW>.dcm`` also gets its measurements as a DICOM
+            Structured Report referencing it, ``<class>/ID (<n>)/<VIEW>_measurements_sr.dcm`` beside the overlay,
+            with the values the CSV holds (:func:`spine_monai.report.dicom.write_measurement_report`).
         overlay: whether to write overlay PNGs.
         anchor: the level of the body at ``anchor_end`` (see :func:`~spine_monai.measure.levels.assign_levels`).
         anchor_end: ``"bottom"`` or ``"top"``.
@@ -344,6 +359,8 @@ def measure_tree(
         df[col] = df[col].astype("Int64")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False, float_format="%.3f")
+    if images is not None:
+        _write_reports(out_csv, images, problems)
     problems_csv = out_csv.with_name(f"{out_csv.stem}_problems.csv")
     listed = [p.to_dict() for p in problems.problems]
     if listed:

@@ -1,6 +1,6 @@
 """DICOM outputs a PACS viewer can show: a Segmentation (SEG) per film and a measurement Structured Report (SR).
 
-Both are written with highdicom (the ``dicom`` extra) and reference the source film: its patient, study, series and
+Both are written with highdicom and reference the source film: its patient, study, series and
 SOP instance are carried over, so a viewer files them with the film they were made from.
 
 - :func:`write_film_segmentation`: one binary segment per structure (``Ap_Vertebra`` ...), each with coded anatomy.
@@ -53,10 +53,9 @@ _REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceU
 
 
 def _highdicom():
-    try:
-        import highdicom
-    except ImportError as e:
-        raise ImportError("DICOM SEG and SR output needs highdicom: pip install 'spine-monai[dicom]'") from e
+    # Imported on use: highdicom takes a second to import, which inference from JPEG films does not need.
+    import highdicom
+
     return highdicom
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from monai.utils import TransformBackends
 from scipy import ndimage
 
 from spine_monai.data.io import read_mask, read_radiograph, write_mask, write_overlay
+from spine_monai.errors import DataError
 
 __all__ = [
     "LoadRadiograph",
@@ -25,6 +27,8 @@ __all__ = [
     "SaveStructureMasksd",
     "overlay_masks",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Colours for overlays: one per channel, in structure order; chosen to stay distinct on a grey film.
 PALETTE = np.array(
@@ -208,6 +212,10 @@ def _numpy(x) -> np.ndarray:
 class SaveStructureMasks(Transform):
     """Write each channel of a binary prediction as a 1-bit PNG named after its structure, plus an overlay.
 
+    When the film was read from a DICOM file, the masks are also written as a DICOM Segmentation that references it,
+    ``<stem>_seg.dcm`` (:func:`spine_monai.report.dicom.write_film_segmentation`), which a PACS viewer shows over the
+    film.
+
     Args:
         output_dir: root of the predictions.
         structures: channel names, e.g. ``["Ap_Vertebra", "Ap_Pedicle"]``; files are ``<name>.png``.
@@ -231,6 +239,16 @@ class SaveStructureMasks(Transform):
         folder = self.output_dir / subdir
         for name, m in zip(self.structures, masks, strict=True):
             write_mask(folder / f"{name}.png", m > 0.5)
+        source = getattr(image, "meta", {}).get("filename_or_obj") if image is not None else None
+        if source and Path(str(source)).suffix.lower() == ".dcm":
+            from spine_monai.report.dicom import write_film_segmentation
+
+            seg = {name: m > 0.5 for name, m in zip(self.structures, masks, strict=True)}
+            try:
+                write_film_segmentation(source, seg, folder / f"{stem}_seg.dcm")
+            except DataError as e:
+                # The PNG masks stand; a film without the identifiers a SEG must carry gets none, and is named.
+                logger.warning("no DICOM SEG for %s: %s", e.path, e.reason)
         if self.overlay and image is not None:
             grey = _numpy(image)[0]
             truth = None if label is None else _numpy(label)
