@@ -295,6 +295,60 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from spine_monai.analyze import analyze
+
+    try:
+        result = analyze(args.bundles, args.input, args.out, patient=args.patient, progress=not args.no_progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"analysed {len(result.patients)} patient(s) into {args.out}"
+        + (f"; report {result.report}" if result.report else "")
+    )
+    if result.problems:
+        print(f"{len(result.problems)} problem(s), also in {Path(args.out) / 'failures.csv'}:", file=sys.stderr)
+        for p in result.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``analyze`` subcommand; its handler returns 0, 1 (some films or steps failed) or 2 (bad input).
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        the ``analyze`` parser.
+    """
+    p = subparsers.add_parser(
+        "analyze",
+        help="patients' films -> AP, LAT and classification bundles -> measurements -> one report",
+        description="Run the packaged bundles (zips as `spine-monai package` writes them, or bundle folders) on "
+        "patients' films through MONAI's bundle runner, then measure and report: one folder per patient (masks, "
+        "overlays, measurements, classification, GradCAM maps, DICOM SEG and SR of DICOM films), measurements.csv, "
+        "report.html. A film or step that fails is listed at the end and in failures.csv (exit status 1); the others "
+        "go on.",
+    )
+    p.add_argument("--bundles", required=True, type=Path, help="folder of bundle zips or unzipped bundles")
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="an ELL888-layout folder, a patient folder (AP/, LAT/), AP=FILE / LAT=FILE, DICOM files or folders "
+        "(view from ViewPosition), or a datalist JSON",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--patient", default="patient", help="the patient name of AP=FILE / LAT=FILE inputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_analyze)
+    return p
+
+
 def _add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``report`` subcommand; its handler is ``args.func(args) -> exit code`` (0 ok, 2 bad input).
 
@@ -481,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_cmd_package)
 
     _add_measure_parser(sub)
+    _add_analyze_parser(sub)
     _add_report_parser(sub)
     return parser
 

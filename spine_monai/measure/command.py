@@ -1,10 +1,11 @@
 """Measure every vertebra mask of an ELL888-layout tree into one CSV, plus overlays (``spine-monai measure``).
 
 The tree may hold ground-truth or predicted masks, ``<masks>/<class>/ID (<n>)/<VIEW>/Ap_Vertebra.png`` or
-``Lat_Vertebra.png``. The CSV has one ``row_type="vertebra"`` row per body and one ``row_type="summary"`` row
-per patient and view (see :data:`VERTEBRA_COLUMNS` and :data:`SUMMARY_COLUMNS`). Bad masks do not stop the
-batch: their problems are collected, returned in ``DataFrame.attrs["problems"]`` and written next to the CSV
-as ``<stem>_problems.csv``. The command line's parser lives with the others in :mod:`spine_monai.cli`.
+``Lat_Vertebra.png``, or patient folders of another name, ``<masks>/<patient>/<VIEW>/`` (class left empty). The CSV
+has one ``row_type="vertebra"`` row per body and one ``row_type="summary"`` row per patient and view (see
+:data:`VERTEBRA_COLUMNS` and :data:`SUMMARY_COLUMNS`). Bad masks do not stop the batch: their problems are
+collected, returned in ``DataFrame.attrs["problems"]`` and written next to the CSV as ``<stem>_problems.csv``. The
+command line's parser lives with the others in :mod:`spine_monai.cli`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ GRADE_COLOURS: tuple[tuple[int, int, int], ...] = ((0, 200, 255), (255, 230, 0),
 
 
 def _patients(masks_dir: Path) -> list[tuple[str, str, Path]]:
+    """(class, patient, folder) of the ELL888 layout's ``<class>/ID (<n>)`` folders, then of any other folder
+    holding a view folder (``<patient>/AP/``: a patient of unknown class, ``""``)."""
     found = []
     for cls in CLASSES:
         cls_dir = masks_dir / cls
@@ -94,6 +97,8 @@ def _patients(masks_dir: Path) -> list[tuple[str, str, Path]]:
             continue
         dirs = [d for d in cls_dir.iterdir() if d.is_dir() and PATIENT_DIR_PATTERN.match(d.name)]
         found += [(cls, d.name, d) for d in sorted(dirs, key=lambda d: patient_sort_key(d.name))]
+    others = [d for d in masks_dir.iterdir() if d.is_dir() and d.name not in CLASSES] if masks_dir.is_dir() else []
+    found += [("", d.name, d) for d in sorted(others) if any((d / v).is_dir() for v in VIEWS)]
     return found
 
 
@@ -335,13 +340,15 @@ def measure_tree(
         raise ValueError(f"anchor {anchor!r} is not a level; use one of {', '.join(LEVELS)}")
     patients = _patients(masks_dir)
     if not patients:
-        raise DataError(masks_dir, f"no {'/'.join(CLASSES)}/ID (<n>)/ folders: is this an ELL888-layout tree?")
+        raise DataError(
+            masks_dir, f"no {'/'.join(CLASSES)}/ID (<n>)/ or <patient>/<VIEW>/ folders: is this an ELL888-layout tree?"
+        )
     problems = ProblemCollector()
     rows: list[dict] = []
     for cls, patient, patient_dir in patients:
         for v in views:
             path = patient_dir / v / f"{STRUCTURES[v][0]}{MASK_EXTENSION}"
-            key = {"patient": f"{cls}/{patient}", "class": cls, "view": v}
+            key = {"patient": f"{cls}/{patient}" if cls else patient, "class": cls, "view": v}
             with problems.catch():
                 mask = read_mask(path)
                 m = measure_spine(
@@ -351,7 +358,7 @@ def measure_tree(
                 rows.append({"row_type": "summary", **key, **_summary_row(m)})
                 if overlay:
                     background = _background(mask, images, cls, patient, v, problems)
-                    title = f"{cls}/{patient} {v}"
+                    title = f"{key['patient']} {v}"
                     image = draw_overlay(background, m, title, anterior_side)
                     write_png_atomic(out_csv.parent / cls / patient / f"{v}_measure.png", image)
     df = pd.DataFrame(rows, columns=[*KEY_COLUMNS, *VERTEBRA_COLUMNS, *SUMMARY_COLUMNS])
