@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure bench-real gpu-wheels
+.PHONY: install test test-slow lint demo clean bench bench-layout bench-synth bench-xray bench-xray-1900 bench-xray-hires bench-mri bench-cls bench-measure bench-analyze bench-real gpu-wheels
 
 install: $(STAMP)
 
@@ -61,6 +61,10 @@ bench-cls: install
 
 bench-measure: install
 	$(BIN)/python -m pipelines.bench_measure
+
+# spine-monai analyze from packaged bundles on 1900x2900 synthetic films: seconds per patient, both views and the classifier.
+bench-analyze: install
+	$(BIN)/python -m pipelines.bench_analyze
 
 # The bundles on public real images, beside a plain smp U-Net loop at the same wall time (pipelines/bench_real.py).
 # AASCE: the AASCE 2019 folder (boostnet_labeldata); MRI: FastCleverSeg's ImageDatasets folder. segmentation_models_pytorch

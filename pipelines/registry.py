@@ -26,6 +26,7 @@ PIPELINES: dict[str, str] = {
     "bench_mri": "MRI segmentation bundle on a fixed synthetic set (make bench-mri)",
     "bench_cls": "classification bundle, dual view against single views (make bench-cls)",
     "bench_measure": "measurements against the generator's exact geometry (make bench-measure)",
+    "bench_analyze": "spine-monai analyze, patients per 10 s from packaged bundles (make bench-analyze)",
     "bench_real": "the bundles on public real images beside an smp baseline (make bench-real)",
     "baseline_smp": "a plain PyTorch loop with an smp U-Net, the baseline of bench_real",
     "config_counts": "how program-like the bundle configs are (expressions, custom references)",

@@ -71,8 +71,10 @@ def _dicom_view(path: Path) -> tuple[str | None, str, str]:
 
 def _view_folder_patients(root: Path) -> list[PatientFilms]:
     found = []
-    for view_dir in sorted(root.rglob("*")):
-        if not view_dir.is_dir() or view_dir.name.upper() not in VIEWS:
+    # Walked with os.walk to follow linked patient folders, which rglob would not enter.
+    folders = sorted(Path(d) / name for d, names, _ in os.walk(root, followlinks=True) for name in names)
+    for view_dir in folders:
+        if view_dir.name.upper() not in VIEWS:
             continue
         view = view_dir.name.upper()
         films = [p for p in view_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.upper() == view]

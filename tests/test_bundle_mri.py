@@ -16,6 +16,7 @@ from monai.transforms import Compose
 from PIL import Image
 
 from spine_monai.data import build_mri_datalist, read_volume, write_datalist
+from spine_monai.data.mri import dicom_series_datasets
 from spine_monai.errors import DataError
 from spine_monai.synthetic.mri import write_mri_dataset
 from spine_monai.transforms import LoadVolume, SaveLabelVolume
@@ -97,6 +98,22 @@ def test_inference_keeps_the_input_grid_for_nifti_and_dicom(mri, tmp_path):
         assert pred.shape == array.shape, case.name
         np.testing.assert_allclose(pred.affine, affine, atol=1e-4, err_msg=case.name)
         assert set(np.unique(np.asarray(pred.dataobj))) <= set(range(12))
+    # The DICOM series also gets its label as a multi-frame DICOM SEG referencing the series, frame k being slice k.
+    import highdicom
+    import pydicom
+
+    seg = highdicom.seg.segread(infer / "predictions" / dicom_case.name / "label_seg.dcm")
+    series = sorted((pydicom.dcmread(f) for f in (dicom_case / "T1w").iterdir()), key=lambda d: d.InstanceNumber)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series[0].SeriesInstanceUID
+    referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {d.SOPInstanceUID for d in series}
+    label = np.asarray(nib.load(infer / "predictions" / dicom_case.name / "label.nii.gz").dataobj)
+    ordered = dicom_series_datasets(dicom_case / "T1w")
+    classes = seg.get_pixels_by_source_instance(
+        [d.SOPInstanceUID for d in ordered], combine_segments=True, relabel=False
+    )
+    assert np.array_equal(classes, np.transpose(label, (2, 1, 0)))
+    assert seg.get_segment_description(1).segment_label == "vertebrae"
 
 
 def test_inference_in_channels_last_gives_the_same_labels(mri, tmp_path):

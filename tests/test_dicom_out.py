@@ -93,11 +93,16 @@ def test_bad_sources_and_masks_are_named(film, tmp_path):
     stripped.save_as(bare)
     with pytest.raises(DataError, match=r"bare\.dcm.*lacks StudyInstanceUID, SeriesInstanceUID"):
         write_measurement_report(bare, rows, tmp_path / "c.dcm")
+    unfit = pydicom.dcmread(path)
+    del unfit.PatientBirthDate  # type 2 in the patient module: highdicom needs it present, if empty
+    unfit.save_as(tmp_path / "unfit.dcm")
+    with pytest.raises(DataError, match=r"unfit\.dcm: cannot make a DICOM SEG referencing it"):
+        write_film_segmentation(tmp_path / "unfit.dcm", masks, tmp_path / "e.dcm")
     not_dicom = tmp_path / "film.dcm"
     not_dicom.write_bytes(b"not a dicom file")
     with pytest.raises(DataError, match=r"film\.dcm.*not a readable DICOM file"):
         write_film_segmentation(not_dicom, masks, tmp_path / "d.dcm")
-    assert not [n for n in ("a.dcm", "b.dcm", "c.dcm", "d.dcm") if (tmp_path / n).exists()]  # nothing half-written
+    assert not [n for n in ("a.dcm", "b.dcm", "c.dcm", "d.dcm", "e.dcm") if (tmp_path / n).exists()]  # nothing half-written
     assert pd.DataFrame(rows)["row_type"].eq("summary").sum() == 1
 
 

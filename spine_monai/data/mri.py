@@ -65,6 +65,7 @@ __all__ = [
     "label_value_problems",
     "build_mri_datalist",
     "check_case",
+    "dicom_series_datasets",
     "read_volume",
     "sagittal_axis",
     "scan_mri_tree",
@@ -237,6 +238,33 @@ def _floats(ds, tag: str, path: Path, n: int) -> np.ndarray:
     return arr
 
 
+def _slice_order(iop: Sequence[float], ipps: Sequence[Sequence[float]]) -> list[int]:
+    """The slices' order along the normal of their plane: the third axis of :func:`read_volume`'s array."""
+    normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
+    return [int(i) for i in np.argsort([float(np.dot(p, normal)) for p in ipps], kind="stable")]
+
+
+def dicom_series_datasets(folder: str | os.PathLike) -> list:
+    """The headers of a DICOM series folder, in the order of the slices of :func:`read_volume`'s array.
+
+    Args:
+        folder: a folder holding one single-frame DICOM series.
+
+    Returns:
+        the pydicom datasets; element ``k`` is slice ``[:, :, k]`` of the volume (whose axes are the
+        column, the row and the slice).
+
+    Raises:
+        DataError: for an empty folder or a file without its position and orientation.
+    """
+    folder = Path(folder)
+    files = _series_files(folder)
+    datasets = [_dcmread(p) for p in files]
+    iops = [_floats(ds, "ImageOrientationPatient", p, 6) for p, ds in zip(files, datasets, strict=True)]
+    ipps = [_floats(ds, "ImagePositionPatient", p, 3) for p, ds in zip(files, datasets, strict=True)]
+    return [datasets[i] for i in _slice_order(iops[0], ipps)]
+
+
 def _read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     from pydicom.pixels import apply_modality_lut
 
@@ -263,9 +291,8 @@ def _read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, np.
         raise DataError(folder, "slices differ in PixelSpacing: not one series")
     row_cos, col_cos = iops[0][:3], iops[0][3:]
     normal = np.cross(row_cos, col_cos)
-    along = np.array([float(np.dot(p, normal)) for p in ipps])
-    order = np.argsort(along, kind="stable")
-    along = along[order]
+    order = _slice_order(iops[0], ipps)
+    along = np.array([float(np.dot(ipps[i], normal)) for i in order])
     files = [files[i] for i in order]
     datasets = [datasets[i] for i in order]
     ipps = [ipps[i] for i in order]

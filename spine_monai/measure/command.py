@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from spine_monai.data.io import read_mask, read_radiograph, write_png_atomic
+from spine_monai.data.io import OVERLAY_COMPRESS_LEVEL, read_mask, read_radiograph, write_png_atomic
 from spine_monai.data.layout import (
     CLASSES,
     IMAGE_EXTENSIONS,
@@ -360,7 +360,11 @@ def measure_tree(
                     background = _background(mask, images, cls, patient, v, problems)
                     title = f"{key['patient']} {v}"
                     image = draw_overlay(background, m, title, anterior_side)
-                    write_png_atomic(out_csv.parent / cls / patient / f"{v}_measure.png", image)
+                    write_png_atomic(
+                        out_csv.parent / cls / patient / f"{v}_measure.png",
+                        image,
+                        compress_level=OVERLAY_COMPRESS_LEVEL,
+                    )
     df = pd.DataFrame(rows, columns=[*KEY_COLUMNS, *VERTEBRA_COLUMNS, *SUMMARY_COLUMNS])
     for col in ("genant_grade", "max_genant_grade", "instance", "missing_before", "area_px", "n_vertebrae"):
         df[col] = df[col].astype("Int64")

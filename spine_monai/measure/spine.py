@@ -280,8 +280,10 @@ def measure_spine(
     grades: list[int | None] = [None] * n
     if view == "LAT":
         ant, post = (heights[:, 0], heights[:, 2]) if anterior_side == "left" else (heights[:, 2], heights[:, 0])
-        ratio_ap = ant / post
-        ratio_mp = heights[:, 1] / post
+        # A body whose posterior height is 0 (a degenerate quadrilateral) has no ratio, not an infinite one.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_ap = np.where(post > 0, ant / post, np.nan)
+            ratio_mp = np.where(post > 0, heights[:, 1] / post, np.nan)
         loss, _ = height_loss(heights, named.indices)
         grades = [genant_grade(x) for x in loss]
         listhesis = listhesis_offsets(np.array([g.corners for g in geometries]), named.missing_before, anterior_side)

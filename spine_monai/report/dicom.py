@@ -7,6 +7,8 @@ SOP instance are carried over, so a viewer files them with the film they were ma
   The vertebra, pedicle and spinous-process masks carry SNOMED CT codes from pydicom's dictionary; the structures
   SNOMED has no concept for in that dictionary (the disc-height region and the anterior and posterior vertebral
   lines) carry codes of this project's local scheme, :data:`LOCAL_SCHEME`, with their names as meanings.
+- :func:`write_series_segmentation`: a multi-frame SEG of an MRI series' label, one frame per slice and one segment
+  per class, referencing every instance of the series.
 - :func:`write_measurement_report`: a Comprehensive 3D SR following TID 1500 (Measurement Report). One measurement
   group per angle (the Cobb angle with its end vertebrae, the regional Cobb angles, the lumbar lordosis) and one per
   vertebra (its height ratios and Genant grade), each value with its UCUM unit, from the rows ``spine-monai measure``
@@ -26,7 +28,14 @@ from pydicom.sr.coding import Code
 
 from spine_monai.errors import DataError
 
-__all__ = ["LOCAL_SCHEME", "STRUCTURE_CODES", "write_film_segmentation", "write_measurement_report"]
+__all__ = [
+    "LOCAL_SCHEME",
+    "MRI_CLASS_CODES",
+    "STRUCTURE_CODES",
+    "write_film_segmentation",
+    "write_measurement_report",
+    "write_series_segmentation",
+]
 
 # The coding scheme of the concepts this project defines itself (DICOM PS3.16 allows a local "99" scheme).
 LOCAL_SCHEME = "99SPMONAI"
@@ -135,7 +144,10 @@ def write_film_segmentation(
         )
         for i, name in enumerate(names)
     ]
-    seg = hd.seg.Segmentation(
+    seg = _build(
+        source,
+        "SEG",
+        hd.seg.Segmentation,
         source_images=[ds],
         pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -151,10 +163,120 @@ def write_film_segmentation(
         series_description="spine-monai segmentation",
         omit_empty_frames=False,
     )
+    return _save(seg, out)
+
+
+# MRI class -> segmented property type; SNOMED CT where pydicom's dictionary has the concept, else the local scheme.
+MRI_CLASS_CODES: dict[str, Code] = {
+    "vertebrae": codes.SCT.Vertebra,
+    "sacrum": codes.SCT.Sacrum,
+    "intervertebral_discs": _local("DISC", "Intervertebral disc"),
+    "spinal_cavity": codes.SCT.SpinalCanalStructure,
+    "subcutaneous_fat": codes.SCT.AdiposeTissue,
+    "epidural_fat": codes.SCT.AdiposeTissue,
+    "intramuscular_fat": codes.SCT.AdiposeTissue,
+    "retroperitoneal_fat": codes.SCT.AdiposeTissue,
+    "nerve_root": _local("NERVE-ROOT", "Spinal nerve root"),
+    "blood_vessels": codes.SCT.BloodVessel,
+    "muscle": codes.SCT.SkeletalMuscle,
+}
+
+
+def write_series_segmentation(
+    series: str | os.PathLike,
+    label: np.ndarray,
+    class_names: Sequence[str],
+    out: str | os.PathLike,
+    series_number: int = 903,
+) -> Path:
+    """Write a multi-frame DICOM Segmentation of an MRI series: one frame per slice, one segment per class.
+
+    Args:
+        series: the folder of the DICOM series the label was predicted on.
+        label: class ids on the series' grid, as :func:`spine_monai.data.mri.read_volume` orders it (column, row,
+            slice); 0 is background.
+        class_names: names in class-id order (``class_names[0]`` the background); a name without a SNOMED CT code in
+            :data:`MRI_CLASS_CODES` gets a local code with the name as its meaning.
+        out: the file to write.
+        series_number: the SEG series' number.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        DataError: naming the series when its slices or their size differ from the label's, or a header lacks what
+            the SEG must carry over.
+    """
+    from spine_monai import __version__
+    from spine_monai.data.mri import dicom_series_datasets
+
+    hd = _highdicom()
+    from pydicom.uid import generate_uid
+
+    datasets = dicom_series_datasets(series)
+    label = np.asarray(label)
+    expected = (int(datasets[0].Columns), int(datasets[0].Rows), len(datasets))
+    if label.shape != expected:
+        raise DataError(series, f"label {label.shape} is not the series' grid (columns, rows, slices) {expected}")
+    missing = sorted({k for ds in datasets for k in _REQUIRED if k not in ds})
+    if missing:
+        raise DataError(series, f"the series lacks {', '.join(missing)}, which a SEG referencing it must carry over")
+    frames = np.ascontiguousarray(np.transpose(label, (2, 1, 0))).astype(np.uint8)  # (slice, row, column)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=c,
+            segment_label=class_names[c],
+            segmented_property_category=_coded(codes.SCT.AnatomicalStructure),
+            segmented_property_type=_coded(
+                MRI_CLASS_CODES.get(class_names[c], _local(class_names[c].upper(), class_names[c]))
+            ),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=_algorithm(__version__),
+            anatomic_regions=[_coded(codes.SCT.Spine)],
+        )
+        for c in range(1, len(class_names))
+    ]
+    seg = _build(
+        series,
+        "SEG",
+        hd.seg.Segmentation,
+        source_images=datasets,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="spine-monai",
+        manufacturer_model_name="spine-monai MRI segmentation bundle",
+        software_versions=__version__,
+        device_serial_number="none",
+        series_description="spine-monai segmentation",
+        omit_empty_frames=False,
+    )
+    return _save(seg, out)
+
+
+def _build(source: str | os.PathLike, kind: str, factory, **kwargs):
+    """``factory(**kwargs)``, a highdicom object, with the reason it refuses a source named with the source's file.
+
+    Raises:
+        DataError: when highdicom finds the source's header unfit (a missing type 2 attribute, an inconsistent
+            geometry).
+    """
+    try:
+        return factory(**kwargs)
+    except (AttributeError, ValueError, TypeError) as e:
+        raise DataError(source, f"cannot make a DICOM {kind} referencing it: {e}") from None
+
+
+def _save(dataset, out: str | os.PathLike) -> Path:
+    """Write ``dataset`` to ``out`` through a temporary file, so an interrupted write leaves no partial file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.tmp")
-    seg.save_as(str(partial))
+    dataset.save_as(str(partial))
     os.replace(partial, out)
     return out
 
@@ -274,7 +396,10 @@ def write_measurement_report(
         procedure_reported=_coded(_local("SPINE-XR", "Spine radiograph measurement")),
         imaging_measurements=groups,
     )
-    sr = hd.sr.Comprehensive3DSR(
+    sr = _build(
+        source,
+        "SR",
+        hd.sr.Comprehensive3DSR,
         evidence=[ds],
         content=report,
         series_instance_uid=generate_uid(),
@@ -284,9 +409,4 @@ def write_measurement_report(
         manufacturer="spine-monai",
         series_description="spine-monai measurements",
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.tmp")
-    sr.save_as(str(partial))
-    os.replace(partial, out)
-    return out
+    return _save(sr, out)

@@ -612,6 +612,9 @@ def write_dicom_series(
         ds.Modality = "MR"
         ds.PatientName = "synthetic"
         ds.PatientID = "synthetic"
+        # The patient and study modules' type 2 attributes, present (if empty) in any PACS export.
+        ds.PatientBirthDate, ds.PatientSex = "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "", "", ""
         ds.StudyInstanceUID = uid("study")
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = uid("frame")

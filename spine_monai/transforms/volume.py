@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -17,9 +18,11 @@ from PIL import Image
 
 from spine_monai.data.io import write_png_atomic
 from spine_monai.data.mri import SLICE_EXTENSIONS, geometry_problems, label_value_problems, read_volume
-from spine_monai.errors import ProblemCollector
+from spine_monai.errors import DataError, ProblemCollector
 
 __all__ = ["LoadVolume", "LoadVolumed", "SaveLabelVolume", "SaveLabelVolumed"]
+
+logger = logging.getLogger(__name__)
 
 
 class LoadVolume(Transform):
@@ -126,11 +129,14 @@ class SaveLabelVolume(Transform):
     written file matches the input (NIfTI or DICOM series) in shape and affine. A 2D slice input (PNG or TIFF,
     known from the prediction's ``filename_or_obj``) gets a PNG back instead, ``label.png`` beside where the NIfTI
     would go, with the class ids as 8-bit grey values in the input's own rows and columns, so it overlays the input
-    as it is shown. Written through a temporary file and a rename.
+    as it is shown. Written through a temporary file and a rename. A DICOM series input also gets its label as a
+    multi-frame DICOM Segmentation referencing the series, ``label_seg.dcm`` beside the NIfTI, when ``class_names``
+    are given (:func:`spine_monai.report.dicom.write_series_segmentation`).
 
     Args:
         output_dir: root of the predictions.
         filename: file name inside each case's folder; its ``.nii.gz`` becomes ``.png`` for a slice input.
+        class_names: the classes in id order, for the DICOM Segmentation of a DICOM series; ``None`` writes none.
 
     Returns:
         the label, unchanged.
@@ -138,9 +144,12 @@ class SaveLabelVolume(Transform):
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, output_dir: str | os.PathLike, filename: str = "label.nii.gz") -> None:
+    def __init__(
+        self, output_dir: str | os.PathLike, filename: str = "label.nii.gz", class_names: Sequence[str] | None = None
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.filename = filename
+        self.class_names = None if class_names is None else list(class_names)
 
     def __call__(self, label: torch.Tensor, subdir: str) -> torch.Tensor:
         array = np.asarray(label.detach().cpu())
@@ -158,8 +167,17 @@ class SaveLabelVolume(Transform):
         path = self.output_dir / subdir / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-        nib.save(nib.Nifti1Image(np.rint(array).astype(np.uint8), affine), str(tmp))
+        classes = np.rint(array).astype(np.uint8)
+        nib.save(nib.Nifti1Image(classes, affine), str(tmp))
         os.replace(tmp, path)
+        if self.class_names is not None and source and Path(source).is_dir():
+            from spine_monai.report.dicom import write_series_segmentation
+
+            try:
+                write_series_segmentation(source, classes, self.class_names, path.parent / "label_seg.dcm")
+            except DataError as e:
+                # The NIfTI stands; a series without the identifiers a SEG must carry gets none, and is named.
+                logger.warning("no DICOM SEG for %s: %s", e.path, e.reason)
         return label
 
 
@@ -171,6 +189,7 @@ class SaveLabelVolumed(MapTransform):
         output_dir: root of the predictions.
         subdir_key: key holding the case's folder relative to ``output_dir``.
         filename: file name inside each case's folder.
+        class_names: the classes in id order, for the DICOM Segmentation of a DICOM series input.
         allow_missing_keys: don't raise if a key is missing.
     """
 
@@ -182,10 +201,11 @@ class SaveLabelVolumed(MapTransform):
         output_dir: str | os.PathLike,
         subdir_key: str = "case",
         filename: str = "label.nii.gz",
+        class_names: Sequence[str] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.saver = SaveLabelVolume(output_dir, filename)
+        self.saver = SaveLabelVolume(output_dir, filename, class_names)
         self.subdir_key = subdir_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

@@ -1,0 +1,109 @@
+"""Benchmark of ``spine-monai analyze``: patients per second from packaged bundles, both views and the classifier.
+
+    python -m pipelines.bench_analyze [--out bench_output/analyze] [--patients 4 12] [--size 1900x2900]
+
+Trains the AP, LAT and classification bundles briefly on 24 synthetic patients (384x576; the throughput does not
+depend on how well they learnt, but the measurements need plausible masks), packages them as zips, then times
+``spine-monai analyze`` in a fresh process on held-out synthetic patients of ``--size`` (default the ELL888 films'
+1900x2900), once per count in ``--patients``. The time per patient is the slope between the two counts, which leaves
+out the start-up (Python, torch, unzipping) that a batch pays once; the wall time per patient of each whole run is
+printed too. Results go to ``results.json``. Trained bundles are reused; delete the folder to start over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from pipelines.common import REPO, config_files, run_bundle
+from spine_monai.data import build_xray_datalist, write_datalist
+from spine_monai.package import package_bundle
+from spine_monai.synthetic.xray import parse_size, write_xray_dataset
+
+BUNDLES = {"spine_xray_ap_seg": 10, "spine_xray_lat_seg": 10, "spine_xray_cls": 5}
+
+
+def _bundles(out: Path) -> Path:
+    """The three bundles trained on a small synthetic set and packaged into ``out/bundles``."""
+    zips = out / "bundles"
+    if zips.is_dir() and len(list(zips.glob("*.zip"))) == len(BUNDLES):
+        return zips
+    data, datalist = out / "train_data", out / "train_datalist.json"
+    if not (data / "ground_truth.json").exists():
+        write_xray_dataset(data, 24, seed=77)
+    write_datalist(datalist, build_xray_datalist(data, folds=4, test_fraction=0.0, seed=77))
+    for bundle, epochs in BUNDLES.items():
+        run_dir = out / "runs" / bundle
+        overrides = {
+            "dataset_dir": data,
+            "datalist": datalist,
+            "output_dir": run_dir,
+            "train#trainer#max_epochs": epochs,
+            "val_interval": epochs,
+            "progress_bar": False,
+        }
+        run_bundle(config_files(bundle, "train.json"), overrides, log=out / f"train_{bundle}.log")
+        package_bundle(REPO / "bundles" / bundle, zips, ckpt=run_dir / "models" / "model.pt")
+    return zips
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "bench_output" / "analyze")
+    parser.add_argument("--patients", type=int, nargs=2, default=[4, 12], metavar=("FEW", "MANY"))
+    parser.add_argument("--size", default="1900x2900", help="WxH of the analysed films (default 1900x2900)")
+    args = parser.parse_args(argv)
+    size = parse_size(args.size)
+    few, many = sorted(args.patients)
+    if few >= many:
+        parser.error("--patients needs two different counts")
+    out = args.out.resolve()
+    zips = _bundles(out)
+    films = out / f"films_{size[0]}x{size[1]}"
+    if not (films / "ground_truth.json").exists():
+        write_xray_dataset(films, many, seed=4321, size=size)
+    patients = sorted(p for cls in ("Normal", "Damaged") for p in (films / cls).glob("ID (*)"))
+    seconds = {}
+    for count in (few, many):
+        chosen = out / f"input_{count}"
+        if not chosen.exists():
+            for p in patients[:count]:
+                target = chosen / p.parent.name / p.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(p, target)
+        result = out / f"analyze_{count}"
+        cmd = [sys.executable, "-m", "spine_monai", "analyze", "--bundles", str(zips), "--input", str(chosen)]
+        cmd += ["--out", str(result), "--no-progress"]
+        start = time.perf_counter()
+        with open(out / f"analyze_{count}.log", "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        seconds[count] = time.perf_counter() - start
+        if rc not in (0, 1):
+            print(f"analyze failed (exit {rc}); see {out / f'analyze_{count}.log'}")
+            return 1
+        print(
+            f"{count} patients: {seconds[count]:.1f} s ({seconds[count] / count:.2f} s per patient, start-up included)"
+        )
+    per_patient = (seconds[many] - seconds[few]) / (many - few)
+    results = {
+        "date": date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.processor() or 'unknown CPU'}",
+        "film_size": list(size),
+        "seconds": {str(k): round(v, 1) for k, v in seconds.items()},
+        "seconds_per_patient": round(per_patient, 2),
+        "patients_per_10_s": round(10.0 / per_patient, 2),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"per patient (slope {few}->{many}): {per_patient:.2f} s, {10.0 / per_patient:.2f} patients per 10 s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
