@@ -102,7 +102,8 @@ def test_bad_sources_and_masks_are_named(film, tmp_path):
     not_dicom.write_bytes(b"not a dicom file")
     with pytest.raises(DataError, match=r"film\.dcm.*not a readable DICOM file"):
         write_film_segmentation(not_dicom, masks, tmp_path / "d.dcm")
-    assert not [n for n in ("a.dcm", "b.dcm", "c.dcm", "d.dcm", "e.dcm") if (tmp_path / n).exists()]  # nothing half-written
+    # nothing half-written
+    assert not [n for n in ("a.dcm", "b.dcm", "c.dcm", "d.dcm", "e.dcm") if (tmp_path / n).exists()]
     assert pd.DataFrame(rows)["row_type"].eq("summary").sum() == 1
 
 
