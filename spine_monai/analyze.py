@@ -12,7 +12,7 @@ Inputs (any mix):
 - films given with their view, ``AP=path/to/film.jpg`` (one patient, ``--patient`` names it);
 - DICOM files or folders of them (CR/DX): the view is read from ``ViewPosition`` (AP or PA: AP; LL, RL or LAT:
   LAT) and the films are grouped into patients by ``PatientID``;
-- a datalist JSON, its paths relative to its folder.
+- a datalist JSON, its paths relative to ``dataset_dir`` (``--dataset-dir``; the datalist's folder by default).
 """
 
 from __future__ import annotations
@@ -87,14 +87,21 @@ def _view_folder_patients(root: Path) -> list[PatientFilms]:
     return list(patients.values())
 
 
+def _safe_name(name: str) -> str:
+    """A patient name usable as a relative folder: each part cleaned, no ``..`` or absolute part."""
+    parts = [_SAFE.sub("_", part) for part in name.replace("\\", "/").split("/")]
+    return "/".join(p for p in parts if p not in ("", ".", "..")) or "patient"
+
+
 def find_patients(
-    inputs: Sequence[str | os.PathLike], patient: str = "patient"
+    inputs: Sequence[str | os.PathLike], patient: str = "patient", dataset_dir: str | os.PathLike | None = None
 ) -> tuple[list[PatientFilms], list[Problem]]:
     """The patients and films ``inputs`` name, and a problem for every input that cannot be used.
 
     Args:
         inputs: folders, files, ``VIEW=FILE`` items and datalists (see the module's description).
         patient: the name of the patient that ``VIEW=FILE`` items and single films belong to.
+        dataset_dir: the root a datalist's paths are relative to; the datalist's own folder when ``None``.
 
     Returns:
         (patients, problems): a film left out is a problem naming its file and the reason.
@@ -103,6 +110,7 @@ def find_patients(
     problems: list[Problem] = []
 
     def add(name: str, view: str, film: Path) -> None:
+        name = _safe_name(name)
         entry = patients.setdefault(name, PatientFilms(name))
         if view in entry.films and entry.films[view] != film:
             problems.append(Problem(str(film), f"patient {name} already has a {view} film, {entry.films[view]}"))
@@ -120,7 +128,7 @@ def find_patients(
                 Problem(str(path), f"the view is not in the DICOM tags (ViewPosition {position!r}); give it as AP=FILE")
             )
         else:
-            add(_SAFE.sub("_", patient_id), view, path)
+            add(patient_id, view, path)
 
     for item in map(str, inputs):
         key, sep, value = item.partition("=")
@@ -137,11 +145,17 @@ def find_patients(
         elif path.is_file() and path.suffix.lower() == ".json":
             from spine_monai.data.datalist import read_datalist
 
-            records = [r for split in ("training", "validation", "testing") for r in read_datalist(path).get(split, [])]
-            for r in records:
-                for view in VIEWS:
-                    if view in r:
-                        add(str(r.get("patient", path.stem)), view, (path.parent / r[view]).resolve())
+            try:
+                document = read_datalist(path)
+            except DataError as e:
+                problems += e.problems
+                continue
+            root = Path(dataset_dir) if dataset_dir is not None else path.parent
+            for split in ("training", "validation", "testing"):
+                for r in document.get(split, []):
+                    for view in VIEWS:
+                        if view in r:
+                            add(str(r.get("patient", path.stem)), view, root / r[view])
         elif path.is_file() and path.suffix.lower() == ".dcm":
             add_dicom(path)
         elif path.is_file():
@@ -249,6 +263,7 @@ def analyze(
     out: str | os.PathLike,
     patient: str = "patient",
     progress: bool = True,
+    dataset_dir: str | os.PathLike | None = None,
 ) -> AnalysisResult:
     """Run the packaged bundles on patients' films, then measure and report; see the module's description.
 
@@ -258,6 +273,7 @@ def analyze(
         out: the output folder: ``<patient>/`` per patient, ``measurements.csv``, ``report.html``, ``failures.csv``.
         patient: the patient name of ``VIEW=FILE`` items.
         progress: show a progress bar.
+        dataset_dir: the root a datalist input's paths are relative to.
 
     Returns:
         the patients analysed, the report and every problem (also written to ``failures.csv``).
@@ -273,7 +289,7 @@ def analyze(
         shutil.rmtree(work)
     work.mkdir(parents=True)
     found, problems = find_bundles(bundles, work / "bundles")
-    patients, more = find_patients(inputs, patient)
+    patients, more = find_patients(inputs, patient, dataset_dir)
     problems += more
     if not patients:
         raise DataError(problems) if problems else DataError(str(out), "no patient to analyse")

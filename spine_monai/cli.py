@@ -299,7 +299,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from spine_monai.analyze import analyze
 
     try:
-        result = analyze(args.bundles, args.input, args.out, patient=args.patient, progress=not args.no_progress)
+        result = analyze(
+            args.bundles,
+            args.input,
+            args.out,
+            patient=args.patient,
+            progress=not args.no_progress,
+            dataset_dir=args.dataset_dir,
+        )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -344,6 +351,12 @@ def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--patient", default="patient", help="the patient name of AP=FILE / LAT=FILE inputs")
+    p.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=None,
+        help="the root a datalist input's paths are relative to (default: its folder)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_analyze)
     return p

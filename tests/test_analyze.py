@@ -42,6 +42,12 @@ def test_patients_are_found_in_every_kind_of_input(xray_root, tmp_path):
     assert len([n for n in by_name if n.startswith(("Normal/", "Damaged/"))]) == 8  # the ELL888 tree
     assert by_name["P7"] == {"AP": ap, "LAT": lat}  # PA is an AP view, LL a lateral one
     assert by_name["walk-in"] == {"AP": films / "AP" / "AP.jpg"}
+    # a datalist's paths are relative to the dataset root; a patient name cannot leave the output folder
+    datalist = tmp_path / "lists" / "datalist.json"
+    datalist.parent.mkdir()
+    datalist.write_text(json.dumps({"testing": [{"patient": "../../evil", "AP": "Normal/ID (1)/AP/AP.jpg"}]}))
+    listed, _ = find_patients([datalist], dataset_dir=xray_root)
+    assert [(p.name, p.films) for p in listed] == [("evil", {"AP": xray_root / "Normal/ID (1)/AP/AP.jpg"})]
     reasons = {p.path: p.reason for p in problems}
     assert "ViewPosition ''" in reasons[str(unknown)]
     assert "needs its view" in reasons[str(films / "LAT" / "LAT.jpg")]
