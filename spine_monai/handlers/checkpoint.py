@@ -159,7 +159,8 @@ class CheckpointLoader(MonaiCheckpointLoader):
         input_grid: the (H, W) the config gives the network; ``None`` for networks given whole images of any size.
         model_identity: the config's ``model_identity`` (bundle, outputs, inputs); ``None`` skips that check.
         grid_hint: the bundle's text for how to run a checkpoint on its own grid (``{trained}`` is that grid).
-        kwargs: MONAI's ``CheckpointLoader`` arguments (``map_location``, ``strict``, ``name``).
+        kwargs: MONAI's ``CheckpointLoader`` arguments (``strict``, ``name``); ``map_location`` changes nothing: the
+            file is read onto the CPU and each object copies its tensors onto its own device.
     """
 
     def __init__(

@@ -115,11 +115,6 @@ def write_film_segmentation(
         DataError: naming the file, for a source that is not DICOM or lacks what the SEG must carry over, a mask of
             another size than the film, or a structure without a code.
     """
-    from spine_monai import __version__
-
-    hd = _highdicom()
-    from pydicom.uid import generate_uid
-
     ds = _read_source(source)
     shape = (int(ds.Rows), int(ds.Columns))
     problems = []
@@ -132,38 +127,8 @@ def write_film_segmentation(
         raise DataError(source, "; ".join(problems))
     names = list(masks)
     stack = np.stack([np.asarray(masks[n]) != 0 for n in names], axis=-1)[None]  # (frames, rows, cols, segments)
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=name,
-            segmented_property_category=_coded(STRUCTURE_CODES[name][0]),
-            segmented_property_type=_coded(STRUCTURE_CODES[name][1]),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=_algorithm(__version__),
-            anatomic_regions=[_coded(codes.SCT.Spine)],
-        )
-        for i, name in enumerate(names)
-    ]
-    seg = _build(
-        source,
-        "SEG",
-        hd.seg.Segmentation,
-        source_images=[ds],
-        pixel_array=stack,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="spine-monai",
-        manufacturer_model_name="spine-monai segmentation bundles",
-        software_versions=__version__,
-        device_serial_number="none",
-        series_description="spine-monai segmentation",
-        omit_empty_frames=False,
-    )
-    return _save(seg, out)
+    segments = [(name, STRUCTURE_CODES[name][0], STRUCTURE_CODES[name][1]) for name in names]
+    return _write_segmentation(source, [ds], stack, segments, "spine-monai segmentation bundles", series_number, out)
 
 
 # MRI class -> segmented property type; SNOMED CT where pydicom's dictionary has the concept, else the local scheme.
@@ -207,11 +172,7 @@ def write_series_segmentation(
         DataError: naming the series when its slices or their size differ from the label's, or a header lacks what
             the SEG must carry over.
     """
-    from spine_monai import __version__
     from spine_monai.data.mri import dicom_series_datasets
-
-    hd = _highdicom()
-    from pydicom.uid import generate_uid
 
     datasets = dicom_series_datasets(series)
     label = np.asarray(label)
@@ -222,26 +183,51 @@ def write_series_segmentation(
     if missing:
         raise DataError(series, f"the series lacks {', '.join(missing)}, which a SEG referencing it must carry over")
     frames = np.ascontiguousarray(np.transpose(label, (2, 1, 0))).astype(np.uint8)  # (slice, row, column)
+    segments = [
+        (name, codes.SCT.AnatomicalStructure, MRI_CLASS_CODES.get(name, _local(name.upper(), name)))
+        for name in class_names[1:]
+    ]
+    return _write_segmentation(
+        series, datasets, frames, segments, "spine-monai MRI segmentation bundle", series_number, out
+    )
+
+
+def _write_segmentation(
+    source: str | os.PathLike,
+    datasets: Sequence,
+    pixels: np.ndarray,
+    segments: Sequence[tuple[str, Code, Code]],
+    model_name: str,
+    series_number: int,
+    out: str | os.PathLike,
+) -> Path:
+    """A binary DICOM SEG of ``datasets`` with one coded segment per ``(label, category, type)``, written to ``out``.
+
+    ``pixels`` is either (frames, rows, columns, segments) of booleans or (frames, rows, columns) of segment numbers.
+    """
+    from spine_monai import __version__
+
+    hd = _highdicom()
+    from pydicom.uid import generate_uid
+
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=c,
-            segment_label=class_names[c],
-            segmented_property_category=_coded(codes.SCT.AnatomicalStructure),
-            segmented_property_type=_coded(
-                MRI_CLASS_CODES.get(class_names[c], _local(class_names[c].upper(), class_names[c]))
-            ),
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=_coded(category),
+            segmented_property_type=_coded(kind),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=_algorithm(__version__),
             anatomic_regions=[_coded(codes.SCT.Spine)],
         )
-        for c in range(1, len(class_names))
+        for number, (label, category, kind) in enumerate(segments, start=1)
     ]
     seg = _build(
-        series,
+        source,
         "SEG",
         hd.seg.Segmentation,
-        source_images=datasets,
-        pixel_array=frames,
+        source_images=list(datasets),
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
@@ -249,7 +235,7 @@ def write_series_segmentation(
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="spine-monai",
-        manufacturer_model_name="spine-monai MRI segmentation bundle",
+        manufacturer_model_name=model_name,
         software_versions=__version__,
         device_serial_number="none",
         series_description="spine-monai segmentation",
