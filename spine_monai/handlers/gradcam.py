@@ -40,7 +40,11 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, co
     lo, hi = np.percentile(img, (1, 99))
     grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)
-    colour = colormaps[colormap](heat)[..., :3].astype(np.float32)
+    # The colormap's own table indexed as matplotlib indexes it (floor(heat * N), the top value into the last entry):
+    # the same colours as calling it on the map, without its float64 RGBA copy of a full-size film.
+    cmap = colormaps[colormap]
+    table = cmap(np.arange(cmap.N))[:, :3].astype(np.float32)
+    colour = table[np.minimum((heat * cmap.N).astype(np.int64), cmap.N - 1)]
     # Cold regions keep the film readable; only the regions the class depends on are tinted strongly.
     weight = (alpha * np.sqrt(heat))[..., None]
     rgb = (1 - weight) * grey[..., None] + weight * colour

@@ -112,10 +112,18 @@ class ThinLines(Transform):
             mask = out[c].detach().cpu().numpy() > 0.5
             if not mask.any():
                 continue
-            line = skeletonize(mask)
+            # Thinning and dilation only reach a pixel's neighbours: worked on the lines' bounding box with a margin of
+            # background, the result is the full film's, in a fraction of the time (the lines are a thin strip).
+            box = ndimage.find_objects(mask.astype(np.uint8))[0]
+            box = tuple(
+                slice(max(s.start - radius - 1, 0), min(s.stop + radius + 1, n)) for s, n in zip(box, mask.shape)
+            )
+            line = skeletonize(mask[box])
             if radius:
                 line = ndimage.binary_dilation(line, structure, iterations=radius)
-            out[c] = torch.as_tensor(line, dtype=out.dtype, device=out.device)
+            full = np.zeros_like(mask)
+            full[box] = line
+            out[c] = torch.as_tensor(full, dtype=out.dtype, device=out.device)
         return out
 
 
