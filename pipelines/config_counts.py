@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"{'config':48s} {'chars':>6s} {'$ expr':>6s} {'spine_monai':>11s}")
     for path in sorted(args.bundles.glob("*/configs/*.json")):
-        if path.name in ("train.json", "evaluate.json", "inference.json") or path.name.startswith("xray_"):
+        if path.name in ("train.json", "evaluate.json", "inference.json"):
             c = counts(path)
             name = f"{path.parent.parent.name}/{path.name}"
             print(f"{name:48s} {c['chars']:6d} {c['expressions']:6d} {c['spine_monai_refs']:11d}")
