@@ -114,6 +114,21 @@ def test_a_predicted_mask_is_cleaned_along_the_spine():
     assert any("1 blobs away from the spine rejected" in n for n in m.notes)
 
 
+def test_shallow_blobs_are_specks_and_instances_are_in_the_films_frame():
+    """A thin line as long as a body's area (a rib edge) holds no watershed seed and is no blob at all; the clean-up
+    works on the spine's box, yet every box, centroid and label lies where the film has it."""
+    mask = _spine_mask(np.linspace(4.0, -4.0, 8), size=(300, 480)).copy()
+    mask[60:260, 20:22] = True  # 400 px, 1 px deep
+    found = separate_instances(mask)
+    assert len(found.instances) == 8 and found.rejected == 0
+    assert not found.labels[:, :30].any()
+    for inst in found.instances:
+        rows, cols = np.nonzero(found.labels == inst.label)
+        assert inst.area == rows.size
+        assert inst.bbox == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+        np.testing.assert_allclose(inst.centroid, [cols.mean(), rows.mean()])
+
+
 def test_order_follows_the_curve_of_a_bent_spine():
     # A spine curling through 110 degrees: its lowest bodies climb back up, so sorting by row would mix them.
     mask = _spine_mask(np.linspace(0, 110, 12), size=(640, 640), height=24, width=30, disc=8)

@@ -150,6 +150,10 @@ def separate_instances(
     labels = np.zeros(mask.shape, dtype=np.int32)
     offset = 0
     for box, piece, distance in crops:
+        if distance.max() <= h:
+            # No point of a component this shallow rises h above its border, so it holds no seed and the watershed
+            # would leave it empty: a speck, whatever its area. Noisy masks hold hundreds of them.
+            continue
         # Seeds are the regional maxima of the h-dome-flattened distance map (the extended maxima). Unlike
         # skimage's h_maxima, which keeps every pixel tied at a body's peak value, this gives one connected
         # seed per body even when a tilted body's ridge peaks at several pixels far apart.
@@ -169,12 +173,19 @@ def separate_instances(
     lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
     for k, p in enumerate(keep, start=1):
         lut[p.label] = k
-    labels = lut[labels]
-    labels, merged = _merge_fragments(labels, merge_below, curve_degree)
-    labels, split = _split_bridged(labels, split_above, curve_degree)
-    keep, curve, positions, tangents = _along_curve(labels, curve_degree)
+    # The spine's bodies lie inside their joint bounding box, a fraction of the film: the clean-up below labels,
+    # merges and measures regions many times over, so it works on that box with regionprops' offset, which keeps
+    # every coordinate in the film's frame.
+    top, left = min(p.bbox[0] for p in keep), min(p.bbox[1] for p in keep)
+    bottom, right = max(p.bbox[2] for p in keep), max(p.bbox[3] for p in keep)
+    box = (slice(top, bottom), slice(left, right))
+    offset = np.array([top, left])
+    spine = lut[labels[box]]
+    spine, merged = _merge_fragments(spine, merge_below, curve_degree, offset)
+    spine, split = _split_bridged(spine, split_above, curve_degree, offset)
+    keep, curve, positions, tangents = _along_curve(spine, curve_degree, offset)
     centroids = np.array([[p.centroid[1], p.centroid[0]] for p in keep])
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lut = np.zeros(int(spine.max()) + 1, dtype=np.int32)
     instances = []
     for rank, (p, position, tangent) in enumerate(zip(keep, positions, tangents, strict=True), start=1):
         lut[p.label] = rank
@@ -183,20 +194,22 @@ def separate_instances(
                 label=rank,
                 area=int(p.area),
                 centroid=centroids[rank - 1],
-                bbox=tuple(int(v) for v in p.bbox),
+                bbox=tuple(int(v) for v in (*(p.bbox[:2] + offset), *(p.bbox[2:] + offset))),
                 position=float(position),
                 tangent=tangent,
             )
         )
-    return Instances(
-        labels=lut[labels], instances=instances, curve=curve, rejected=rejected, merged=merged, split=split
-    )
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    labels[box] = lut[spine]
+    return Instances(labels=labels, instances=instances, curve=curve, rejected=rejected, merged=merged, split=split)
 
 
-def _along_curve(labels: np.ndarray, degree: int) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
-    """The regions of ``labels`` ordered along a curve through their centroids, with the curve, arc positions and
-    tangents in that order."""
-    props = regionprops(labels)
+def _along_curve(
+    labels: np.ndarray, degree: int, offset: np.ndarray
+) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """The regions of ``labels`` (a crop whose first pixel is at ``offset`` of the film) ordered along a curve through
+    their centroids, with the curve, arc positions and tangents in that order; coordinates are the film's."""
+    props = regionprops(labels, offset=offset)
     centroids = np.array([[p.centroid[1], p.centroid[0]] for p in props])
     curve, positions, tangents = fit_spine_curve(centroids, degree=degree)
     order = np.argsort(positions, kind="stable")
@@ -264,12 +277,12 @@ def _body_length(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.maximum(intercept + slope * positions, 1.0)
 
 
-def _merge_fragments(labels: np.ndarray, below: float, degree: int) -> tuple[np.ndarray, int]:
+def _merge_fragments(labels: np.ndarray, below: float, degree: int, offset: np.ndarray) -> tuple[np.ndarray, int]:
     """Merge neighbours that lie much closer along the curve than the spacing, when together they are no longer
     than one body."""
     merged = 0
     while below > 0 and labels.max() >= 4:
-        props, _, positions, _ = _along_curve(labels, degree)
+        props, _, positions, _ = _along_curve(labels, degree, offset)
         steps = np.diff(positions)
         lengths, along = _lengths(props)
         body = _body_length(positions, lengths)
@@ -288,11 +301,11 @@ def _merge_fragments(labels: np.ndarray, below: float, degree: int) -> tuple[np.
     return labels, merged
 
 
-def _split_bridged(labels: np.ndarray, above: float, degree: int) -> tuple[np.ndarray, int]:
+def _split_bridged(labels: np.ndarray, above: float, degree: int, offset: np.ndarray) -> tuple[np.ndarray, int]:
     """Cut regions that are longer along the curve than one body by a good part of the spacing."""
     if not np.isfinite(above) or labels.max() < 4:
         return labels, 0
-    props, _, positions, _ = _along_curve(labels, degree)
+    props, _, positions, _ = _along_curve(labels, degree, offset)
     lengths, along = _lengths(props)
     body = _body_length(positions, lengths)
     # Spacing from the bodies that are one body long: a disc is about a quarter of the spacing.
@@ -317,7 +330,7 @@ def _split_bridged(labels: np.ndarray, above: float, degree: int) -> tuple[np.nd
             a, b = int(max(1, centre - 0.3 * spacing)), int(min(len(bins) - 1, centre + 0.3 * spacing))
             cuts.append(lo + (a + int(np.argmin(bins[a : b + 1])) if b >= a else centre))
         piece = np.searchsorted(np.array(cuts), t)
-        rows, cols = p.coords[:, 0], p.coords[:, 1]
+        rows, cols = (p.coords - offset).T
         for j in range(1, pieces):
             out[rows[piece == j], cols[piece == j]] = next_label
             next_label += 1

@@ -37,7 +37,7 @@ from spine_monai.report.plots import (
     dice_boxplot,
     image_data_uri,
     roc_figure,
-    thumbnail_data_uri,
+    thumbnail_data_uris,
 )
 
 __all__ = ["DEFAULT_TITLE", "build_report"]
@@ -246,20 +246,20 @@ class _Builder:
         if self.thumb_height <= 0:
             return _Cell("", None, "thumbs")
         parts = []
+        sizes = [(self.thumb_height, 80)] + ([(self.view_height, 85)] if self.view_height > 0 else [])
         for p in paths:
-            uri = thumbnail_data_uri(p, self.thumb_height)
-            if uri is None:
+            uris = thumbnail_data_uris(p, sizes)
+            if uris is None:
                 self.unreadable.append(p)
                 parts.append(f'<span class="note">unreadable: {esc(p.name)}</span>')
                 continue
             label = f"{alt} ({p.stem})" if len(paths) > 1 else alt
-            image = f'<img class="thumb" src="{uri}" alt="{esc(label)}">'
-            full = thumbnail_data_uri(p, self.view_height, quality=85) if self.view_height > 0 else None
-            if full is None:
+            image = f'<img class="thumb" src="{uris[0]}" alt="{esc(label)}">'
+            if len(uris) == 1:
                 parts.append(image)
                 continue
             parts.append(
-                f'<a href="#" class="zoom" data-full="{full}" title="{esc(p.name)}: click to enlarge">{image}</a>'
+                f'<a href="#" class="zoom" data-full="{uris[1]}" title="{esc(p.name)}: click to enlarge">{image}</a>'
             )
         return _Cell("".join(parts), None, "thumbs")
 

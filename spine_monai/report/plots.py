@@ -21,7 +21,7 @@ __all__ = [
     "dice_boxplot",
     "image_data_uri",
     "roc_figure",
-    "thumbnail_data_uri",
+    "thumbnail_data_uris",
 ]
 
 _DPI = 100
@@ -123,21 +123,28 @@ def _open_rgb(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-def thumbnail_data_uri(path: str | os.PathLike, height: int = 256, quality: int = 80) -> str | None:
-    """A JPEG thumbnail ``height`` pixels high (never enlarged) of an image file, as a data URI.
+def thumbnail_data_uris(path: str | os.PathLike, sizes: Sequence[tuple[int, int]] = ((256, 80),)) -> list[str] | None:
+    """JPEG thumbnails of an image file as data URIs, one per ``(height, quality)`` in ``sizes``, each ``height``
+    pixels high (never enlarged).
+
+    The file is decoded once for all sizes: a full-size overlay takes longer to decode than to shrink.
 
     Returns:
-        None when the file cannot be read as an image.
+        the URIs in the order of ``sizes``, or None when the file cannot be read as an image.
     """
     try:
-        im = _open_rgb(Path(path))
+        full = _open_rgb(Path(path))
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
-    if im.height > height:
-        im.thumbnail((max(1, round(im.width * height / im.height)), height), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=quality, optimize=True)
-    return data_uri(buf.getvalue(), "image/jpeg")
+    uris = []
+    for height, quality in sizes:
+        im = full.copy()
+        if im.height > height:
+            im.thumbnail((max(1, round(im.width * height / im.height)), height), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality, optimize=True)
+        uris.append(data_uri(buf.getvalue(), "image/jpeg"))
+    return uris
 
 
 def image_data_uri(path: str | os.PathLike, max_width: int = 720) -> str | None:

@@ -166,17 +166,23 @@ def overlay_masks(
     img = np.asarray(image, dtype=np.float32)
     lo, hi = np.percentile(img, (1, 99))
     grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    for c in range(masks.shape[0]):
-        m = masks[c] > 0
-        rgb[m] = (1 - alpha) * rgb[m] + alpha * PALETTE[c % len(PALETTE)]
+    rgb = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+    # The structures cover a few percent of a film: only their pixels are blended, in floating point as a whole
+    # film would be, before the conversion to bytes.
+    filled = masks > 0
+    covered = filled.any(axis=0)
+    if covered.any():
+        picked = np.repeat(grey[covered][:, None], 3, axis=1)
+        for c in range(masks.shape[0]):
+            m = filled[c][covered]
+            picked[m] = (1 - alpha) * picked[m] + alpha * PALETTE[c % len(PALETTE)]
+        rgb[covered] = picked.astype(np.uint8)
     if truth is not None:
         width = max(1, round(max(img.shape) / 600))
         for c in range(truth.shape[0]):
             t = truth[c] > 0
             edge = t & ~ndimage.binary_erosion(t, iterations=width)
-            rgb[edge] = PALETTE[c % len(PALETTE)]
-    rgb = rgb.astype(np.uint8)
+            rgb[edge] = PALETTE[c % len(PALETTE)].astype(np.uint8)
     if names:
         rgb = _legend(rgb, list(names), outlined=truth is not None)
     return rgb
