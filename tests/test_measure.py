@@ -256,6 +256,13 @@ def test_measure_tree_writes_csv_overlays_and_problems(tiny_tree, tmp_path):
     assert str(bad) in problems["path"].iloc[0]
     overlays = sorted(p.name for p in out.parent.rglob("*_measure.png"))
     assert overlays == ["AP_measure.png", "AP_measure.png", "LAT_measure.png"]
+    # Films measured on threads give the rows, problems and overlays of a one-by-one run, in the same order.
+    alone = tmp_path / "alone" / "measure.csv"
+    one_by_one = measure_tree(broken, out_csv=alone, images_dir=tiny_tree, workers=1)
+    assert alone.read_bytes() == out.read_bytes()
+    assert one_by_one.attrs["problems"] == df.attrs["problems"]
+    for overlay in out.parent.rglob("*_measure.png"):
+        assert (alone.parent / overlay.relative_to(out.parent)).read_bytes() == overlay.read_bytes()
 
 
 def test_measure_parser_handler(tiny_tree, tmp_path, capsys):

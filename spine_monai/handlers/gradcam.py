@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -219,17 +220,24 @@ class ClassActivationWriter:
         tops: dict[str, float] = {}
         for _, method, m in maps.values():
             tops[method] = max(tops.get(method, 0.0), float(_positive(m).max()))
+        drawings = []
         for name, (view, method, m) in maps.items():
             film_meta = sample[view]
             original = self._invert(_scale(m.detach().cpu(), tops[method]), sample, view)
             path = film_meta.meta.get("filename_or_obj") if isinstance(film_meta, MetaTensor) else None
-            film = read_radiograph(path) if path else np.zeros(original.shape, np.float32)
-            if film.shape != original.shape:
-                raise RuntimeError(f"{patient} {view}: map {original.shape} does not match the film {film.shape}")
-            out = folder / f"{name}.png"
-            write_overlay(out, heatmap_overlay(film, original, alpha=self.alpha))
-            written[name] = out
+            drawings.append((f"{patient} {view}", path, original, folder / f"{name}.png"))
+            written[name] = folder / f"{name}.png"
+        # Reading the film, blending and encoding the PNG take longer than the maps at full size; numpy and Pillow
+        # release the GIL for them, so the views are drawn side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(drawings), os.cpu_count() or 1))) as pool:
+            list(pool.map(lambda d: self._draw(*d), drawings))
         return written
+
+    def _draw(self, what: str, path: str | None, heat: np.ndarray, out: Path) -> None:
+        film = read_radiograph(path) if path else np.zeros(heat.shape, np.float32)
+        if film.shape != heat.shape:
+            raise RuntimeError(f"{what}: map {heat.shape} does not match the film {film.shape}")
+        write_overlay(out, heatmap_overlay(film, heat, alpha=self.alpha))
 
     def _invert(self, m: torch.Tensor, sample: dict, view: str) -> np.ndarray:
         data = {"_map": MetaTensor(m.reshape(-1, *m.shape[-2:])), view: sample[view]}

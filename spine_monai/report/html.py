@@ -15,6 +15,7 @@ import html
 import math
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,6 +235,8 @@ class _Builder:
         self.view_height = view_height
         self.sections: list[_Section] = []
         self.unreadable: list[Path] = []
+        self.sizes = [(thumb_height, 80)] + ([(view_height, 85)] if view_height > 0 else [])
+        self._made: dict[Path, list[str] | None] = {}
 
     def section(self, title: str) -> _Section:
         s = _Section(f"s{len(self.sections) + 1}", title)
@@ -241,14 +244,25 @@ class _Builder:
         return s
 
     # ---- images ----------------------------------------------------------------------------------------
+    def prefetch(self, paths: Iterable[Path]) -> None:
+        """Make the thumbnails of a table's images before its rows ask for them, one file per core at a time.
+
+        Decoding a full-size overlay is most of a thumbnail's cost, and Pillow releases the GIL while it decodes,
+        resizes and encodes, so threads share the work.
+        """
+        todo = [p for p in dict.fromkeys(paths) if p not in self._made]
+        if self.thumb_height <= 0 or not todo:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            self._made.update(zip(todo, pool.map(lambda p: thumbnail_data_uris(p, self.sizes), todo), strict=True))
+
     def thumbs(self, paths: Sequence[Path], alt: str) -> _Cell:
         """A cell of thumbnails, each enlarged on a click to a view embedded in the page, not linked to a file."""
         if self.thumb_height <= 0:
             return _Cell("", None, "thumbs")
         parts = []
-        sizes = [(self.thumb_height, 80)] + ([(self.view_height, 85)] if self.view_height > 0 else [])
         for p in paths:
-            uris = thumbnail_data_uris(p, sizes)
+            uris = self._made.pop(p) if p in self._made else thumbnail_data_uris(p, self.sizes)
             if uris is None:
                 self.unreadable.append(p)
                 parts.append(f'<span class="note">unreadable: {esc(p.name)}</span>')
@@ -429,6 +443,8 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
     ]
     if with_overlays:
         columns.append(_Column("overlay (prediction filled, truth outlined)", text=True, sortable=False))
+    if with_overlays:
+        b.prefetch(p for case in ids for p in _case_images(predictions, case, "*_overlay.png"))
     rows = []
     for i in order:
         case = ids[i]
@@ -615,6 +631,8 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
             )
         )
     verdicts = {True: ("yes", "1", "t good"), False: ("no", "0", "t bad"), None: ("–", "", "t")}
+    if cams is not None:
+        b.prefetch(p for patient in per_patient["patient"] for p in _case_images(cams, str(patient), "*_gradcam.png"))
     rows = []
     for i in order:
         r = per_patient.iloc[i]
@@ -689,6 +707,13 @@ def _measure_section(b: _Builder, csv: Path) -> None:
     ]
     if with_thumbs:
         columns += [_Column("AP overlay", text=True, sortable=False), _Column("LAT overlay", text=True, sortable=False)]
+        overlays = {
+            (patient, v): [path] if _inside(csv.parent, path) and path.is_file() else []
+            for patient in patients
+            for v in ("AP", "LAT")
+            for path in [csv.parent / patient / f"{v}_measure.png"]
+        }
+        b.prefetch(p for found in overlays.values() for p in found)
     rows = []
     for patient in patients:
         cls = get("AP", patient, "class") or get("LAT", patient, "class") or ""
@@ -715,9 +740,7 @@ def _measure_section(b: _Builder, csv: Path) -> None:
         ]
         if with_thumbs:
             for v in ("AP", "LAT"):
-                path = csv.parent / patient / f"{v}_measure.png"
-                found = [path] if _inside(csv.parent, path) and path.is_file() else []
-                cells.append(b.thumbs(found, f"{v} measurement overlay of {patient}"))
+                cells.append(b.thumbs(overlays[patient, v], f"{v} measurement overlay of {patient}"))
         rows.append((patient, cells))
     s.body.append(
         _table(
