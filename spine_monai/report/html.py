@@ -443,7 +443,6 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
     ]
     if with_overlays:
         columns.append(_Column("overlay (prediction filled, truth outlined)", text=True, sortable=False))
-    if with_overlays:
         b.prefetch(p for case in ids for p in _case_images(predictions, case, "*_overlay.png"))
     rows = []
     for i in order:

@@ -129,6 +129,10 @@ def thumbnail_data_uris(path: str | os.PathLike, sizes: Sequence[tuple[int, int]
 
     The file is decoded once for all sizes: a full-size overlay takes longer to decode than to shrink.
 
+    Args:
+        path: the image file.
+        sizes: ``(height, JPEG quality)`` of each thumbnail.
+
     Returns:
         the URIs in the order of ``sizes``, or None when the file cannot be read as an image.
     """
