@@ -41,6 +41,8 @@ ROLES = {"spine_xray_ap_seg": "AP", "spine_xray_lat_seg": "LAT", "spine_xray_cls
 # DICOM ViewPosition (PS3.3 C.8.11.5) -> view
 _VIEW_POSITIONS = {"AP": "AP", "PA": "AP", "LL": "LAT", "RL": "LAT", "LAT": "LAT", "LATERAL": "LAT"}
 _SAFE = re.compile(r"[^A-Za-z0-9._ ()-]+")
+# role -> its bundle's output folder under work/
+_RUN_DIRS = {"AP": "AP", "LAT": "LAT", "cls": "classification"}
 
 
 @dataclass
@@ -252,9 +254,15 @@ def _failures(csv: Path) -> list[Problem]:
     return [Problem(r["path"], r["reason"]) for _, r in table.iterrows()]
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+def _move_tree(src: Path, dst: Path) -> None:
+    """Move every file under ``src`` to the same place under ``dst``, replacing what an earlier run left there."""
+    if not src.is_dir():
+        return
+    for f in sorted(src.rglob("*")):
+        if f.is_file():
+            target = dst / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
 
 
 def analyze(
@@ -270,7 +278,9 @@ def analyze(
     Args:
         bundles: a folder of bundle zips (as ``spine-monai package`` writes them) or unzipped bundle folders.
         inputs: what to analyse (see :func:`find_patients`).
-        out: the output folder: ``<patient>/`` per patient, ``measurements.csv``, ``report.html``, ``failures.csv``.
+        out: the output folder: ``<patient>/`` per patient, ``measurements.csv``, ``report.html``, ``failures.csv``,
+            and ``work/`` with each bundle's own tables (``predictions.csv``, ``failures.csv``) and the measurements
+            per view.
         patient: the patient name of ``VIEW=FILE`` items.
         progress: show a progress bar.
         dataset_dir: the root a datalist input's paths are relative to.
@@ -296,24 +306,28 @@ def analyze(
     staged = work / "input"
     links = _stage(patients, staged)
     roles = [r for r in ("AP", "LAT", "cls") if r in found]
-    steps = [*(f"bundle {r}" for r in roles), "measure", "patients", "report"]
+    steps = [*(f"bundle {r}" for r in roles), "measure", "report", "patients"]
     bar = tqdm(steps, desc="analyze", disable=not progress, unit="step")
     for step in bar:
         bar.set_postfix_str(step)
         if step.startswith("bundle "):
             role = step.split()[1]
             try:
-                _run_bundle(found[role], staged, work / role)
+                _run_bundle(found[role], staged, work / _RUN_DIRS[role])
             except Exception as e:  # one bundle failing leaves the others' results
                 problems.append(Problem(str(found[role]), f"{role} bundle failed: {type(e).__name__}: {e}"))
-            problems += _failures(work / role / "failures.csv")
+            problems += _failures(work / _RUN_DIRS[role] / "failures.csv")
         elif step == "measure":
             _measure(work, staged, out, problems)
-        elif step == "patients":
-            _patient_folders(patients, work, out)
-        else:
+        elif step == "report":
             report = _report(work, out, problems)
+        else:
+            _patient_folders(patients, work, out)
     bar.close()
+    # The unzipped bundles are the largest part of work/, and the staged films are links to the user's: what stays
+    # there are the bundles' own tables.
+    for scratch in (work / "bundles", staged):
+        shutil.rmtree(scratch, ignore_errors=True)
     problems = [Problem(links.get(p.path, p.path), p.reason) for p in problems]
     _write_failures(out / "failures.csv", problems)
     return AnalysisResult([p.name for p in patients], report, problems)
@@ -344,17 +358,17 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 
 def _patient_folders(patients: Sequence[PatientFilms], work: Path, out: Path) -> None:
-    """Gather each patient's results into ``out/<patient>/``."""
+    """Move each patient's results into ``out/<patient>/``: full-size images are not kept twice."""
     measurements = pd.read_csv(out / "measurements.csv") if (out / "measurements.csv").is_file() else None
-    predictions = (
-        pd.read_csv(work / "cls" / "predictions.csv") if (work / "cls" / "predictions.csv").is_file() else None
-    )
+    table = work / "classification" / "predictions.csv"
+    predictions = pd.read_csv(table) if table.is_file() else None
     for p in patients:
         folder = out / p.name
         for view in ("AP", "LAT"):
-            _copy_tree(work / view / "predictions" / p.name / view, folder / view)
-            for f in (work / "measure" / p.name).glob(f"{view}_*"):
-                shutil.copy2(f, folder / f.name)
+            _move_tree(work / view / "predictions" / p.name / view, folder / view)
+            for f in sorted((work / "measure" / p.name).glob(f"{view}_*")):
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(f, folder / f.name)
         if measurements is not None:
             rows = measurements[measurements["patient"] == p.name]
             if len(rows):
@@ -366,7 +380,7 @@ def _patient_folders(patients: Sequence[PatientFilms], work: Path, out: Path) ->
                 folder.mkdir(parents=True, exist_ok=True)
                 record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.iloc[0].items()}
                 (folder / "classification.json").write_text(json.dumps(record, indent=1) + "\n")
-        _copy_tree(work / "cls" / "cam" / p.name, folder / "gradcam")
+        _move_tree(work / "classification" / "cam" / p.name, folder / "gradcam")
 
 
 def _report(work: Path, out: Path, problems: list[Problem]) -> Path | None:
@@ -374,22 +388,19 @@ def _report(work: Path, out: Path, problems: list[Problem]) -> Path | None:
     from spine_monai.report import build_report
 
     eval_dirs = []
-    predictions = work / "cls" / "predictions.csv"
+    folder = work / "classification"
+    predictions = folder / "predictions.csv"
     if predictions.is_file():
         # The classification section reads per_patient.csv and the cam/ folder beside it; no labels, so no ROC.
         table = pd.read_csv(predictions)
         prob = next((c for c in table.columns if c.startswith("prob_")), None)
         predicted = next((c for c in table.columns if c.startswith("predicted")), None)
-        folder = work / "classification"
-        folder.mkdir(exist_ok=True)
         columns = {"patient": table["patient"]}
         if prob is not None:
             columns["prob_damaged"] = table[prob]
         if predicted is not None:
             columns["predicted"] = table[predicted]
         pd.DataFrame(columns).to_csv(folder / "per_patient.csv", index=False)
-        if (work / "cls" / "cam").is_dir():
-            shutil.copytree(work / "cls" / "cam", folder / "cam", dirs_exist_ok=True)
         eval_dirs.append(folder)
     measure = out / "measurements.csv"
     if not eval_dirs and not measure.is_file():

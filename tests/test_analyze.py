@@ -102,6 +102,9 @@ def test_analyze_from_packaged_zips(packaged, xray_copy, tmp_path, capsys):
     report = (out / "report.html").read_text()
     assert "Damaged/ID (1)" in report and "GradCAM" in report
     assert set(pd.read_csv(out / "measurements.csv")["view"]) == {"AP", "LAT"}
+    # the images are moved into the patients' folders, not kept twice; work/ keeps only the bundles' own tables
+    assert not (out / "work" / "bundles").exists()
+    assert sorted({f.suffix for f in (out / "work").rglob("*") if f.is_file()}) == [".csv"]
 
 
 @pytest.mark.slow
