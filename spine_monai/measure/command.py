@@ -322,7 +322,7 @@ def measure_tree(
         anchor: the level of the body at ``anchor_end`` (see :func:`~spine_monai.measure.levels.assign_levels`).
         anchor_end: ``"bottom"`` or ``"top"``.
         anterior_side: the side LAT films face.
-        workers: films measured at once, on threads (default: one per CPU core).
+        workers: films measured at once, on threads (default: one per CPU core, at most 8).
 
     Returns:
         the rows written, :data:`KEY_COLUMNS` then :data:`VERTEBRA_COLUMNS` then :data:`SUMMARY_COLUMNS` (empty
@@ -368,11 +368,12 @@ def measure_tree(
         return rows, found.problems
 
     # Most of a film's time goes to compiled code that releases the GIL (two films on two cores take about the time
-    # of one), so films are measured on threads; the rows and problems keep the order of a one-by-one run.
+    # of one), so films are measured on threads; the rows and problems keep the order of a one-by-one run. A
+    # 1900x2900 film holds about 150 MB while it is measured, hence the cap on a many-core machine.
     jobs = [(cls, patient, patient_dir, v) for cls, patient, patient_dir in patients for v in views]
     problems = ProblemCollector()
     rows: list[dict] = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 8)) as pool:
         for found_rows, found_problems in pool.map(lambda job: measure_one(*job), jobs):
             rows += found_rows
             problems.extend(found_problems)

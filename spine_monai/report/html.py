@@ -253,7 +253,7 @@ class _Builder:
         todo = [p for p in dict.fromkeys(paths) if p not in self._made]
         if self.thumb_height <= 0 or not todo:
             return
-        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1, 8)) as pool:
             self._made.update(zip(todo, pool.map(lambda p: thumbnail_data_uris(p, self.sizes), todo), strict=True))
 
     def thumbs(self, paths: Sequence[Path], alt: str) -> _Cell:
