@@ -225,8 +225,8 @@ class ClassActivationWriter:
             film_meta = sample[view]
             original = self._invert(_scale(m.detach().cpu(), tops[method]), sample, view)
             path = film_meta.meta.get("filename_or_obj") if isinstance(film_meta, MetaTensor) else None
-            drawings.append((f"{patient} {view}", path, original, folder / f"{name}.png"))
             written[name] = folder / f"{name}.png"
+            drawings.append((f"{patient} {view}", path, original, written[name]))
         # Reading the film, blending and encoding the PNG take longer than the maps at full size; numpy and Pillow
         # release the GIL for them, so the views are drawn side by side.
         with ThreadPoolExecutor(max_workers=max(1, min(len(drawings), os.cpu_count() or 1))) as pool:

@@ -150,10 +150,6 @@ def separate_instances(
     labels = np.zeros(mask.shape, dtype=np.int32)
     offset = 0
     for box, piece, distance in crops:
-        if distance.max() <= h:
-            # No point of a component this shallow rises h above its border, so it holds no seed and the watershed
-            # would leave it empty: a speck, whatever its area. Noisy masks hold hundreds of them.
-            continue
         # Seeds are the regional maxima of the h-dome-flattened distance map (the extended maxima). Unlike
         # skimage's h_maxima, which keeps every pixel tied at a body's peak value, this gives one connected
         # seed per body even when a tilted body's ridge peaks at several pixels far apart.

@@ -443,7 +443,8 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
     ]
     if with_overlays:
         columns.append(_Column("overlay (prediction filled, truth outlined)", text=True, sortable=False))
-        b.prefetch(p for case in ids for p in _case_images(predictions, case, "*_overlay.png"))
+        overlays = {case: _case_images(predictions, case, "*_overlay.png") for case in ids}
+        b.prefetch(p for found in overlays.values() for p in found)
     rows = []
     for i in order:
         case = ids[i]
@@ -454,7 +455,7 @@ def _seg_section(b: _Builder, ed: EvalDir, kind: str) -> None:
         cells += [_num(extra[c].iloc[i]) for c in extra]
         cells += [_num(dice[n], cls=_dice_class(dice[n])) for n in names]
         if with_overlays:
-            cells.append(b.thumbs(_case_images(predictions, case, "*_overlay.png"), f"overlay of {case}"))
+            cells.append(b.thumbs(overlays[case], f"overlay of {case}"))
         rows.append((case, cells))
     s.body.append(f"<h3>Per case ({len(ids)}), worst first</h3>")
     if not predictions.is_dir():
@@ -631,7 +632,8 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
         )
     verdicts = {True: ("yes", "1", "t good"), False: ("no", "0", "t bad"), None: ("–", "", "t")}
     if cams is not None:
-        b.prefetch(p for patient in per_patient["patient"] for p in _case_images(cams, str(patient), "*_gradcam.png"))
+        maps = {str(patient): _case_images(cams, str(patient), "*_gradcam.png") for patient in per_patient["patient"]}
+        b.prefetch(p for found in maps.values() for p in found)
     rows = []
     for i in order:
         r = per_patient.iloc[i]
@@ -639,7 +641,7 @@ def _classification_section(b: _Builder, ed: EvalDir) -> None:
         cells.append(_Cell(*verdicts[correct[i]]))
         if cams is not None:
             patient = str(r["patient"])
-            cells.append(b.thumbs(_case_images(cams, patient, "*_gradcam.png"), f"GradCAM of {patient}"))
+            cells.append(b.thumbs(maps[patient], f"GradCAM of {patient}"))
         rows.append((str(r["patient"]), cells))
     wrong = sum(c is False for c in correct)
     s.body.append(
